@@ -1,0 +1,116 @@
+"""Opening a ledger: which database, connection settings, and schema migrations.
+
+The database is chosen by `--db URL`, else `LEDGER_DB`, else `./runs.db`. Any SQLAlchemy
+URL works; a plain path means a SQLite file. Alembic is imported only when the schema
+has to change, so read commands on an up-to-date ledger start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_DB = "runs.db"
+ENV_VAR = "LEDGER_DB"
+# The newest migration in ledger/migrations/versions; a test keeps the two in step.
+HEAD_REVISION = "0002"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class LedgerError(Exception):
+    """An error the user can act on; the CLI prints it as one line."""
+
+
+def resolve_url(db: str | None = None) -> str:
+    value = db or os.environ.get(ENV_VAR) or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///") :]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 5})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_engine(url)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` with the project's Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
+    """An engine on an up-to-date ledger.
+
+    With `create`, a missing SQLite file or an empty database gets the schema; without it,
+    a missing ledger is a `LedgerError` (read commands never create files).
+    """
+    url = resolve_url(db)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        if not create:
+            raise LedgerError(f"no ledger at {path}: run `ledger import LOG.md` to create one, or pass --db")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:  # an unreachable server, a file that is not SQLite
+        raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}") from exc
+    if revision == HEAD_REVISION:
+        return engine
+    if revision is None:
+        with engine.connect() as conn:
+            tables = inspect(conn).get_table_names()
+        if tables:
+            raise LedgerError(f"{url} is a database but not a ledger (tables: {', '.join(sorted(tables))})")
+        if not create:
+            raise LedgerError(f"the ledger at {url} is empty: run `ledger import LOG.md` first")
+    upgrade(engine)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One transaction per command: everything it wrote, or nothing."""
+    with session_factory(engine).begin() as session:
+        yield session

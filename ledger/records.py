@@ -1,0 +1,188 @@
+"""What a table row means: columns by role, and a row's cells to and from a run's fields.
+
+A header is mapped to a role by name (`WanDB Link`, `W&B` and `wandb` are all `links`);
+headers with no role are kept verbatim in the run's `cells` and written back on export.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from ledger.args import parse_arguments, render_arguments
+from ledger.markdown import escape_cell, unescape_cell
+
+ROLES = ("date", "name", "model", "args", "links", "notes", "lb")
+
+_ALIASES = {
+    "date": {"date", "day", "날짜", "일자"},
+    "name": {"runname", "run", "name", "experiment", "experimentname", "실험명"},
+    "model": {"modelname", "model", "architecture", "arch", "모델"},
+    "args": {"arguments", "args", "argument", "params", "parameters", "hyperparameters", "config"},
+    "links": {"wandblink", "wandb", "wandblinks", "w&b", "w&blink", "wblink", "link", "links", "url"},
+    "notes": {"etc", "notes", "note", "memo", "comment", "comments", "description", "remarks", "비고"},
+    "lb": {"lbscore", "lbmiou", "lb", "leaderboard", "leaderboardscore", "publiclb", "score"},
+}
+_ROLE_OF = {alias: role for role, aliases in _ALIASES.items() for alias in aliases}
+
+# Markdown-side spelling of "no value", as the seed log writes it.
+NONE_CELL = "None"
+DEFAULT_HEADERS = ["Date", "Run Name", "Model Name", "Arguments", "WanDB Link", "ETC"]
+DEFAULT_LINK_LABEL = "WanDB_link"
+
+_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+_BARE_URL = re.compile(r"(?<![(\[])\bhttps?://[^\s<>|)\]]+")
+# "lb mIoU : 0.6293", "LB score 0.61", "lb=0.6"; "best LB score" (no number) does not match.
+_LB = re.compile(r"\blb\s*(?:m\s*iou|score)?\s*[:=]?\s*(\d+(?:\.\d+)?|\.\d+)", re.IGNORECASE)
+
+
+def header_role(header: str) -> Optional[str]:
+    key = re.sub(r"[\s_\-.]+", "", header.strip().lower())
+    return _ROLE_OF.get(key)
+
+
+def roles_for(headers: list[str]) -> list[Optional[str]]:
+    """Role per header; a role claimed twice counts for its first column only."""
+    seen: set[str] = set()
+    roles: list[Optional[str]] = []
+    for header in headers:
+        role = header_role(header)
+        if role in seen:
+            role = None
+        if role:
+            seen.add(role)
+        roles.append(role)
+    return roles
+
+
+def is_experiment_table(headers: list[str]) -> bool:
+    return "name" in roles_for(headers)
+
+
+def parse_links(cell: str) -> list[str]:
+    text = cell.strip()
+    if text in ("", NONE_CELL):
+        return []
+    urls = [m.group(2) for m in _LINK.finditer(text)]
+    urls += _BARE_URL.findall(_LINK.sub(" ", text))
+    return urls
+
+
+def parse_notes(cell: str) -> Optional[str]:
+    text = unescape_cell(cell.strip())
+    return None if text in ("", NONE_CELL) else text
+
+
+def parse_lb(text: Optional[str]) -> Optional[float]:
+    """The leaderboard score a cell or a note states, if any (the last one when several)."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    found = _LB.findall(text)
+    return float(found[-1]) if found else None
+
+
+def parse_text(cell: str) -> Optional[str]:
+    text = unescape_cell(cell.strip())
+    return text or None
+
+
+def fields_from_cells(cells: dict[str, str], headers: list[str]) -> dict[str, Any]:
+    """The run fields a table row states. Cells are Markdown source, as in the file."""
+    by_role = {role: cells.get(h, "") for h, role in zip(headers, roles_for(headers)) if role}
+    args_cell = by_role.get("args")
+    parsed = parse_arguments(args_cell)
+    notes = parse_notes(by_role.get("notes", ""))
+    lb = parse_lb(unescape_cell(by_role["lb"])) if "lb" in by_role else None
+    if lb is None:
+        lb = parse_lb(notes)
+    model = parse_text(by_role.get("model", ""))
+    name = parse_text(by_role.get("name", "")) or ""
+    is_ensemble = parsed.status == "none" and any(
+        "ensemble" in (v or "").lower() for v in (model, name)
+    )
+    return {
+        "name": name,
+        "date": parse_text(by_role.get("date", "")),
+        "model": model,
+        "args_raw": args_cell,
+        "args": parsed.values,
+        "args_status": parsed.status,
+        "args_error": parsed.error,
+        "links": parse_links(by_role.get("links", "")),
+        "notes": notes,
+        "lb_miou": lb,
+        "kind": "ensemble" if is_ensemble else "logged",
+    }
+
+
+def cell_agrees(role: str, cell: str, run: Any) -> bool:
+    """Whether the cell as written still says what the run's fields say."""
+    if role == "date":
+        return parse_text(cell) == run.date
+    if role == "name":
+        return parse_text(cell) == run.name
+    if role == "model":
+        return parse_text(cell) == run.model
+    if role == "args":
+        return cell == run.args_raw
+    if role == "links":
+        return parse_links(cell) == list(run.links or [])
+    if role == "notes":
+        return parse_notes(cell) == run.notes
+    if role == "lb":
+        return parse_lb(unescape_cell(cell)) == run.lb_miou
+    return True
+
+
+def render_cell(role: Optional[str], run: Any, *, link_label: str = DEFAULT_LINK_LABEL) -> str:
+    """A cell for a row that has no source text (or whose field has changed since)."""
+    if role is None:
+        return ""
+    if role == "date":
+        return escape_cell(run.date or "")
+    if role == "name":
+        return escape_cell(run.name)
+    if role == "model":
+        return escape_cell(run.model or NONE_CELL)
+    if role == "args":
+        if run.args_raw is not None:
+            return run.args_raw
+        return render_arguments(run.args) if run.args else NONE_CELL
+    if role == "links":
+        links = list(run.links or [])
+        return "<br>".join(f"[{link_label}]({url})" for url in links) if links else NONE_CELL
+    if role == "notes":
+        return escape_cell(run.notes) if run.notes else NONE_CELL
+    if role == "lb":
+        return "" if run.lb_miou is None else f"{run.lb_miou:g}"
+    raise ValueError(f"unknown role {role!r}")
+
+
+def row_cells(run: Any, headers: list[str], *, link_label: str = DEFAULT_LINK_LABEL) -> list[str]:
+    """The cells of a run's row under `headers`: as written where still true, else rendered."""
+    stored = run.cells or {}
+    out = []
+    for header, role in zip(headers, roles_for(headers)):
+        cell = stored.get(header)
+        if cell is None or (role is not None and not cell_agrees(role, cell, run)):
+            cell = render_cell(role, run, link_label=link_label)
+        out.append(cell)
+    return out
+
+
+def link_label_of(cells: list[dict[str, str]], headers: list[str]) -> str:
+    """The label the log uses for its links (`[WanDB_link](...)`), for rows added later."""
+    roles = roles_for(headers)
+    if "links" not in roles:
+        return DEFAULT_LINK_LABEL
+    header = headers[roles.index("links")]
+    for row in cells:
+        match = _LINK.search(row.get(header, ""))
+        if match:
+            return match.group(1)
+    return DEFAULT_LINK_LABEL

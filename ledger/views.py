@@ -1,0 +1,114 @@
+"""Rich renderings of runs for the terminal. Log text is always wrapped in `Text`, never
+parsed as markup, so a note saying `[bold]` prints as written."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from ledger.models import Run
+
+
+def fmt_score(value: Optional[float]) -> Text:
+    return Text("—", style="dim") if value is None else Text(f"{value:.4f}")
+
+
+def runs_table(rows: Iterable[tuple[Run, int]]) -> Table:
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Date", no_wrap=True)
+    table.add_column("Run", overflow="fold")
+    table.add_column("Model", overflow="fold")
+    table.add_column("LB mIoU", justify="right", no_wrap=True)
+    table.add_column("val mIoU", justify="right", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    for run, depth in rows:
+        name = Text("  " * (depth - 1) + "└ " if depth else "")
+        name.append(run.name, style="cyan" if run.kind == "reproduction" else "")
+        status = Text(run.status or "", style=_STATUS_STYLE.get(run.status or "", ""))
+        table.add_row(Text(run.date or ""), name, Text(run.model or ""), fmt_score(run.lb_miou),
+                      fmt_score(run.val_miou), status)
+    return table
+
+
+_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "blue", "queued": "dim"}
+
+
+def run_view(details: dict[str, Any]) -> Group:
+    parts: list[Any] = []
+    head = Text(details["name"], style="bold")
+    head.append(f"  {details['kind']}", style="dim")
+    if details.get("parent"):
+        head.append(f"  reproduces {details['parent']}", style="cyan")
+    parts.append(head)
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    for label, key in (("Date", "date"), ("Model", "model"), ("Status", "status"), ("LB mIoU", "lb_miou"),
+                       ("val mIoU", "val_miou"), ("val mIoU (LB metric)", "lb_val_miou"), ("Job hash", "job_hash"),
+                       ("Duration (s)", "duration_s"), ("Checkpoint", "checkpoint_path"), ("Error", "error"),
+                       ("Source", "source")):
+        value = details.get(key)
+        if value is None:
+            continue
+        if key == "source" and details.get("source_row"):
+            value = f"{value}, row {details['source_row']}"
+        facts.add_row(label, Text(str(value)))
+    for link in details.get("links") or []:
+        facts.add_row("W&B", Text(link, style="link " + link if link.startswith("http") else ""))
+    for child in details.get("children") or []:
+        facts.add_row("Reproduced by", Text(child))
+    for header, value in (details.get("extra_columns") or {}).items():
+        facts.add_row(Text(header), Text(value))
+    parts.append(facts)
+
+    args = details.get("arguments")
+    if args:
+        table = Table(title="Arguments", title_justify="left", show_edge=False, header_style="bold")
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        for key in sorted(args):
+            table.add_row(Text(key), Text(repr(args[key])))
+        parts.append(table)
+    elif details.get("args_status") == "unparsed":
+        parts.append(Text(f"Arguments (not parsed: {details.get('args_error')}):", style="yellow"))
+        parts.append(Text(details.get("arguments_raw") or ""))
+    else:
+        parts.append(Text("Arguments: none recorded", style="dim"))
+
+    parts.append(Text("Notes", style="bold"))
+    parts.append(Text(details.get("notes") or "—"))
+
+    series = details.get("metrics") or {}
+    if series:
+        table = Table(title="Metrics (last value, best)", title_justify="left", show_edge=False, header_style="bold")
+        table.add_column("metric")
+        table.add_column("points", justify="right")
+        table.add_column("last", justify="right")
+        table.add_column("max", justify="right")
+        for name, points in series.items():
+            values = [p["value"] for p in points]
+            table.add_row(Text(name), str(len(values)), f"{values[-1]:.4f}", f"{max(values):.4f}")
+        parts.append(table)
+    return Group(*parts)
+
+
+def import_report_view(report: Any) -> Text:
+    verb = "would import" if report.dry_run else "imported"
+    text = Text(f"{verb} {report.source}: ")
+    text.append(f"{len(report.added)} added", style="green")
+    text.append(", ")
+    text.append(f"{len(report.changed)} changed", style="yellow")
+    text.append(f", {len(report.unchanged)} unchanged")
+    if report.layout != "kept":
+        text.append(f"; document layout {report.layout}")
+    if report.new_columns:
+        text.append(f"; new columns: {', '.join(report.new_columns)}")
+    for label, names in (("added", report.added), ("changed", report.changed)):
+        for name in names:
+            text.append(f"\n  {label}: ")
+            text.append(name)
+    return text
