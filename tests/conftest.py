@@ -1,0 +1,74 @@
+"""Shared fixtures. No test writes the committed runs.db: every test gets its own ledger
+through LEDGER_DB, and a session check fails the run if runs.db changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+SEED = DATA / "experiments.md"
+SEED_V2 = DATA / "experiments_v2.md"
+RUNS_DB = REPO / "runs.db"
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def committed_runs_db_untouched():
+    before = _sha256(RUNS_DB)
+    yield
+    assert _sha256(RUNS_DB) == before, "a test wrote to the committed runs.db"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache (demo data, masks) for the whole session: generating it is the slow part."""
+    return tmp_path_factory.mktemp("ledger-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.setenv("LEDGER_DB", str(tmp_path / "ledger.db"))
+    monkeypatch.setenv("LEDGER_CACHE", str(cache_dir))
+    monkeypatch.setenv("LEDGER_RUNS_DIR", str(tmp_path / "reproductions"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def _postgres_url(schema: str) -> str:
+    base = os.environ["LEDGER_TEST_PG_URL"]
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty ledger URL: a SQLite file, or its own schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'param.db'}"
+        return
+    if not os.environ.get("LEDGER_TEST_PG_URL"):
+        pytest.skip("LEDGER_TEST_PG_URL is not set")
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(os.environ["LEDGER_TEST_PG_URL"])
+    try:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc.__class__.__name__}")
+    yield _postgres_url(schema)
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
