@@ -97,9 +97,9 @@ def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
         put(field, value, "default")
     state = code_state_for(row.date)
     for field, value in state.values.items():
-        detail = f"{state.commit}: {state.summary}" + (" (inferred)" if field in state.inferred else "")
+        detail = state.commit + (" (inferred)" if field in state.inferred else "")
         put(field, value, "code-state", detail)
-    put("code_state", state.commit, "code-state", f"row date {row.date or 'unknown'}")
+    put("code_state", state.commit, "code-state", f"row date {row.date or 'unknown'}: {state.summary}")
     put("run_name", row.name, "recorded", "the row's name")
 
     _apply_recorded(row, state, put)

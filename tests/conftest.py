@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach the network: libraries that download weights fail at once instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 SEED = DATA / "experiments.md"
