@@ -183,6 +183,150 @@ def export_cmd(
         raise LedgerError(f"cannot write {output}: {exc.strerror}") from None
 
 
+def parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are Python literals where they parse as one."""
+    from ledger.args import parse_value
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LedgerError(f"--set {item!r}: write KEY=VALUE, e.g. --set lr=0.0002")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+@app.command("reproduce")
+@user_errors
+def reproduce_cmd(
+    run: Annotated[str, typer.Argument(help="The row to reproduce (with --resume: the interrupted reproduction).")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="'demo' for the bundled synthetic data set (CPU, minutes; scales the job down, recorded as overrides), or the folder holding train.json/val.json and the images.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved job with each value's source and the conflicts; run nothing.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a job field, KEY=VALUE (repeatable); unknown keys are errors that list the known ones.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local backbone weights to use instead of a download (its sha256 is recorded).")] = None,
+    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights (recorded as an override).")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N; default: CUDA when present, else CPU.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="On a GPU: TF32, AMP and channels-last. Faster, not bit-exact; recorded.")] = False,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Run with another seed (recorded as an override).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted reproduction RUN from its last finished epoch.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of the new row; default: RUN_reproN.")] = None,
+    wandb_mode: Annotated[str, typer.Option("--wandb", help="auto (online with credentials, else offline), online, offline or disabled.")] = "auto",
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Rebuild the exact training job of a row, run it, and append the result as a new row.
+
+    The row's recorded arguments are resolved with the code of its date (T_max, scheduler
+    stepping, backbone, augmentations, focal gamma, input scaling) into a complete job;
+    --dry-run shows it. The new row is linked to the original, moves queued -> running ->
+    finished | failed | interrupted, and keeps the job, its hash, the environment, the
+    data's fingerprint, per-epoch metrics and the best checkpoint.
+    """
+    from ledger.db import open_ledger, transaction
+    from reproduce.runner import Request, resolve_request
+
+    engine = open_ledger(db)
+    request = Request(run=run, data=data, overrides=parse_sets(set_), weights=weights, no_pretrained=no_pretrained,
+                      device=device, fast=fast, name=name, wandb_mode=wandb_mode, runs_dir=runs_dir, seed=seed)
+    if resume:
+        summary = _resume(engine, run, wandb_mode)
+    else:
+        with transaction(engine) as session:
+            original, resolved = resolve_request(session, request)
+        if dry_run:
+            if as_json:
+                print_json(resolved.to_dict())
+            else:
+                from reproduce.views import job_view
+
+                _console().print(job_view(original.name, resolved))
+            return
+        summary = _run_new(engine, request, resolved)
+    if as_json:
+        print_json(summary)
+        return
+    from reproduce.progress import summary_table
+
+    console = _console(stderr=True)
+    console.print(summary_table(summary))
+    console.print(f"best val mIoU {summary['val_miou']:.4f} (LB-style {summary['lb_val_miou']:.4f}) at epoch "
+                  f"{summary['best_epoch']}; checkpoint {summary['checkpoint']}", highlight=False, markup=False)
+    for link in summary.get("links") or []:
+        console.print(f"W&B: {link}", highlight=False, markup=False)
+
+
+def _prepare_model(job: Any) -> Any:
+    from reproduce.models import WeightsUnavailable
+    from reproduce.train import build_seeded_model
+
+    try:
+        return build_seeded_model(job)
+    except (WeightsUnavailable, FileNotFoundError, ValueError) as exc:
+        raise LedgerError(str(exc)) from None
+
+
+def _run_new(engine: Any, request: Any, resolved: Any) -> dict[str, Any]:
+    from ledger.db import transaction
+    from ledger.queries import get_run
+    from reproduce.data import DataError, data_fingerprint, validate_data_dir
+    from reproduce.runner import append_reproduction, data_dir_for, runs_dir
+
+    job = resolved.job
+    data_dir = data_dir_for(request.data, job)
+    try:
+        validate_data_dir(data_dir)
+    except DataError as exc:
+        raise LedgerError(str(exc)) from None
+    fingerprint = data_fingerprint(data_dir)
+    # Built before the row is appended: missing weights are an error that leaves no trace.
+    model = _prepare_model(job)
+    with transaction(engine) as session:
+        original = get_run(session, request.run)
+        row = append_reproduction(session, original, resolved, name=request.name, data=request.data,
+                                  data_dir=data_dir, fingerprint=fingerprint, run_dir_root=runs_dir(request.runs_dir))
+        run_id, run_dir, new_name = row.id, Path(row.job["run_dir"]), row.name
+    _console(stderr=True).print(f"reproducing {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}",
+                                highlight=False, markup=False)
+    return _execute(engine, run_id, job, data_dir, run_dir, model, request.wandb_mode, new_name, resume=False)
+
+
+def _resume(engine: Any, name: str, wandb_mode: str) -> dict[str, Any]:
+    from ledger.db import transaction
+    from reproduce.runner import load_for_resume
+
+    with transaction(engine) as session:
+        run, job, run_dir, data_dir = load_for_resume(session, name)
+        run_id = run.id
+    model = _prepare_model(job)
+    _console(stderr=True).print(f"resuming {name} from {run_dir / 'last.pt'}", highlight=False, markup=False)
+    return _execute(engine, run_id, job, data_dir, run_dir, model, wandb_mode, name, resume=True)
+
+
+def _execute(engine: Any, run_id: int, job: Any, data_dir: Path, run_dir: Path, model: Any, wandb_mode: str,
+             name: str, *, resume: bool) -> dict[str, Any]:
+    from reproduce.data import DataError
+    from reproduce.progress import ProgressDisplay
+    from reproduce.runner import execute
+
+    try:
+        with ProgressDisplay(_console(stderr=True), job.num_epochs) as display:
+            return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode,
+                           display=display, resume=resume)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {name} is marked interrupted; continue it with `ledger reproduce {name} --resume`",
+                   err=True)
+        raise typer.Exit(130)
+    except DataError as exc:
+        raise LedgerError(f"{name} failed: {exc}") from None
+    except Exception as exc:
+        raise LedgerError(f"{name} failed: {exc.__class__.__name__}: {exc} (status recorded as failed)") from None
+
+
+# Commands defined in their own modules register themselves on `app`.
+import ledger.cli_analysis  # noqa: E402,F401
+
+
 def main() -> None:
     app()
 

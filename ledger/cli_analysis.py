@@ -1,0 +1,364 @@
+"""`ledger compare`, `history`, `check` and `set`: parse, call `ledger.analysis`, print.
+
+Tables are built from `Text` so that names and notes from the log print literally.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ledger.cli import DbOption, JsonOption, _console, app, print_json, user_errors
+from ledger.db import LedgerError
+
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="table (for the terminal) or md (a Markdown table to paste into a PR or README).")
+]
+FORMATS = ("table", "md")
+# ledger.analysis.DEFAULT_TOL, repeated so that `ledger --help` does not import the library.
+DEFAULT_TOL = 0.01
+TolOption = Annotated[
+    float,
+    typer.Option("--tol", help=f"Largest absolute mIoU difference that still agrees (default {DEFAULT_TOL}).", min=0.0),
+]
+
+
+def _output_format(fmt: str, as_json: bool) -> str:
+    if fmt not in FORMATS:
+        raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    if as_json and fmt != "table":
+        raise LedgerError("pass either --json or --format md, not both")
+    return "json" if as_json else fmt
+
+
+def _value(value: Any, present: bool = True) -> str:
+    return repr(value) if present else "—"
+
+
+def _score(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _delta(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+# --------------------------------------------------------------------- compare
+
+
+def _comparison_rows(cmp: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(section, label, one cell per run) rows, shared by the terminal and Markdown tables."""
+    n = len(cmp["runs"])
+    rows: list[tuple[str, str, list[str]]] = []
+    for item in cmp["arguments"]:
+        rows.append(("arguments", item["key"], [_value(v, p) for v, p in zip(item["values"], item["present"])]))
+    errors = [r["job_error"] for r in cmp["runs"]]
+    if any(errors):
+        rows.append(("job", "cannot resolve", [e or "" for e in errors]))
+    for item in cmp["job"]:
+        cells = []
+        for value, source, error in zip(item["values"], item["sources"], errors):
+            cells.append("" if error else f"{_value(value)} ({source})" if source else _value(value))
+        rows.append(("job", item["field"], cells))
+    for item in cmp["metrics"]:
+        cells = [_score(v) + (f" ({_delta(d)})" if d is not None else "") for v, d in zip(item["values"], item["deltas"])]
+        rows.append(("metrics", item["label"], cells))
+    if any(cmp["repeats"]):
+        cells = []
+        for group, check in zip(cmp["repeats"], cmp["repeat_deltas"]):
+            if group is None:
+                cells.append("—")
+                continue
+            text = f"n={group['n']} mean {group['mean']:.4f}"
+            if group["std"] is not None:
+                text += f" ± {group['std']:.4f}"
+            if check is not None:
+                verdict = "exceeds" if check["exceeds"] else "within"
+                text += f"; Δ {check['delta']:+.4f} {verdict} spread {check['spread']:.4f}"
+            cells.append(text)
+        rows.append(("repeats", "val mIoU", cells))
+    for section, items in (("environment", cmp["environment"]), ("data", cmp["data"])):
+        for item in items:
+            rows.append((section, item["key"], ["—" if v is None else str(v) for v in item["values"]]))
+    assert all(len(cells) == n for _, _, cells in rows)
+    return rows
+
+
+def _agreement_lines(cmp: dict[str, Any]) -> list[str]:
+    lines = []
+    for a in cmp["agreements"]:
+        parts = []
+        for m in a["metrics"]:
+            verdict = "within" if m["within_tol"] else "outside"
+            parts.append(f"{m['metric']} {m['reproduction']:.4f} vs {m['original']:.4f} ({m['delta']:+.4f}, {verdict} ±{cmp['tol']:g})")
+        if not a["metrics"]:
+            parts.append("no score recorded on both")
+        if a["same_job"] is True:
+            parts.append("same job hash")
+        elif a["same_job"] is False:
+            fields = ", ".join(a["differing_fields"]) or "none"
+            over = ", ".join(a["overridden"])
+            parts.append(f"job differs in {fields}" + (f" (overridden: {over})" if over else ""))
+        if a["same_data"] is not None:
+            parts.append("same data" if a["same_data"] else "different data")
+        verdict = {True: "agrees", False: "does not agree", None: "cannot be told to agree"}[a["agrees"]]
+        lines.append(f"{a['reproduction']} {verdict} with {a['original']}: " + "; ".join(parts))
+    return lines
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    from ledger.markdown import escape_cell
+
+    lines = ["| " + " | ".join(escape_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(escape_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _compare_markdown(cmp: dict[str, Any]) -> str:
+    header = ["", *(r["name"] for r in cmp["runs"])]
+    body = []
+    section = None
+    for sec, label, cells in _comparison_rows(cmp):
+        if sec != section:
+            body.append([f"**{sec}**", *[""] * len(cells)])
+            section = sec
+        body.append([label, *cells])
+    text = _markdown_table(header, body)
+    lines = _agreement_lines(cmp)
+    if lines:
+        from ledger.markdown import escape_cell
+
+        text += "\n" + "".join(f"- {escape_cell(line)}\n" for line in lines)
+    return text
+
+
+def _compare_table(cmp: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("")
+    for run in cmp["runs"]:
+        table.add_column(Text(run["name"]), overflow="fold")
+    section = None
+    for sec, label, cells in _comparison_rows(cmp):
+        if sec != section:
+            if section is not None:
+                table.add_section()
+            table.add_row(Text(sec, style="bold"), *[Text("")] * len(cells))
+            section = sec
+        table.add_row(Text(label), *[Text(c) for c in cells])
+    parts: list[Any] = [table]
+    for line, a in zip(_agreement_lines(cmp), cmp["agreements"]):
+        parts.append(Text(line, style={True: "green", False: "yellow"}.get(a["agrees"], "")))
+    return Group(*parts)
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run names; deltas are against the first.")],
+    all_fields: Annotated[bool, typer.Option("--all", help="Show every argument and job field, not only those that differ.")] = False,
+    tol: TolOption = DEFAULT_TOL,
+    fmt: FormatOption = "table",
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Compare runs: the arguments and resolved-job fields that differ, score deltas, and for
+    reproductions the environment, data and whether each agrees with its original."""
+    from ledger.analysis import compare_runs
+    from ledger.db import open_ledger, transaction
+
+    out = _output_format(fmt, as_json)
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        cmp = compare_runs(session, runs, all_fields=all_fields, tol=tol).to_dict()
+    if out == "json":
+        print_json(cmp)
+    elif out == "md":
+        typer.echo(_compare_markdown(cmp), nl=False)
+    else:
+        _console().print(_compare_table(cmp))
+
+
+# --------------------------------------------------------------------- history
+
+
+def _changes_text(entry: dict[str, Any]) -> str:
+    if entry["kind"] == "reproduction":
+        if entry["job_error"]:
+            return f"reproduction: {entry['job_error']}"
+        overrides = entry["overrides"] or {}
+        return "reproduction" + (" with " + ", ".join(f"{k}={_value(v)}" for k, v in overrides.items()) if overrides else "")
+    parts = []
+    if entry["argument_changes"]:
+        parts.append("args: " + ", ".join(
+            f"{c['key']} {_value(c['before'], c['present'][0])}→{_value(c['after'], c['present'][1])}"
+            for c in entry["argument_changes"]))
+    unexplained = [c for c in entry["job_changes"] if not c["explained"]]
+    if unexplained:
+        parts.append("job: " + ", ".join(
+            f"{c['field']} {_value(c['before'])}→{_value(c['after'])} ({c['sources'][1]})" for c in unexplained))
+    if entry["code_state"]:
+        parts.append(f"code {entry['code_state']['before']}→{entry['code_state']['after']}")
+    if entry["job_error"] and entry["kind"] != "reproduction":
+        parts.append(f"no job: {entry['job_error']}")
+    if not parts and entry["previous"]:
+        parts.append("nothing")
+    return "; ".join(parts)
+
+
+def _attribution_text(entry: dict[str, Any]) -> str:
+    parts = []
+    if entry["confounded"] is True:
+        parts.append(f"no: {entry['changes']} changes at once")
+    elif entry["confounded"] is False:
+        parts.append("yes" if entry["changes"] == 1 else "nothing changed")
+    check = entry["repeats_delta"]
+    if check is not None:
+        verdict = "exceeds" if check["exceeds"] else "within"
+        parts.append(f"repeats Δ {check['delta']:+.4f} {verdict} spread {check['spread']:.4f}")
+    return "; ".join(parts)
+
+
+def _val_text(entry: dict[str, Any]) -> str:
+    parts = [] if entry["val_miou"] is None else [_score(entry["val_miou"])]
+    group = entry["repeats"]
+    if group is not None and group["n"] >= 2:
+        parts.append(f"repeats {group['mean']:.4f} ± {group['std']:.4f} (n={group['n']})")
+    return "; ".join(parts)
+
+
+def _history_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        name = ("  " * (e["depth"] - 1) + "└ " if e["depth"] else "") + e["name"]
+        rows.append([e["date"] or "", name, _score(e["lb_miou"]) if e["lb_miou"] is not None else "",
+                     _delta(e["lb_delta"]), _val_text(e), _changes_text(e), _attribution_text(e), e["notes"] or ""])
+    return rows
+
+
+HISTORY_HEADER = ["Date", "Run", "LB mIoU", "Δ LB", "val mIoU", "Changed", "Attributable", "Notes"]
+
+
+@app.command("history")
+@user_errors
+def history_cmd(
+    fmt: FormatOption = "table",
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Each run against the logged run before it: what changed (arguments and resolved job),
+    the LB score and its delta, and whether the delta can be attributed to one change."""
+    from ledger.analysis import history
+    from ledger.db import open_ledger, transaction
+
+    out = _output_format(fmt, as_json)
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        entries = [e.to_dict() for e in history(session)]
+    if out == "json":
+        print_json(entries)
+        return
+    rows = _history_rows(entries)
+    if out == "md":
+        typer.echo(_markdown_table(HISTORY_HEADER, rows), nl=False)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for header in HISTORY_HEADER:
+        numeric = header in ("LB mIoU", "Δ LB")
+        table.add_column(header, justify="right" if numeric else "left",
+                         no_wrap=header in ("Date", "LB mIoU", "Δ LB"), overflow="fold")
+    for entry, row in zip(entries, rows):
+        cells = [Text(c) for c in row]
+        if entry["confounded"]:
+            cells[6].stylize("yellow")
+        if entry["kind"] == "reproduction":
+            cells[1].stylize("cyan")
+        table.add_row(*cells)
+    _console().print(table)
+
+
+# ----------------------------------------------------------------------- check
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@app.command("check")
+@user_errors
+def check_cmd(
+    tol: TolOption = DEFAULT_TOL,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Audit the log: names the arguments deny, run_name mismatches, notes the arguments
+    contradict, scores, shared links and reproductions that disagree. Exits 1 on any error."""
+    from ledger.analysis import check_ledger
+    from ledger.db import open_ledger, transaction
+
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        report = check_ledger(session, tol=tol)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        from rich.table import Table
+        from rich.text import Text
+
+        console = _console()
+        if report.findings:
+            table = Table(show_edge=False, header_style="bold", pad_edge=False)
+            table.add_column("Severity", no_wrap=True)
+            table.add_column("Row", justify="right", no_wrap=True)
+            table.add_column("Run", overflow="fold")
+            table.add_column("Code", no_wrap=True)
+            table.add_column("Why", overflow="fold")
+            for f in report.findings:
+                table.add_row(Text(f.severity, style=_SEVERITY_STYLE[f.severity]), Text(str(f.row)), Text(f.run),
+                              Text(f.code), Text(f.message))
+            console.print(table)
+        others = len(report.findings) - report.errors - report.warnings
+        summary = f"{_count(report.errors, 'error')}, {_count(report.warnings, 'warning')}"
+        console.print(Text(summary + (f", {others} info" if others else "")))
+    if report.errors:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------- set
+
+
+@app.command("set")
+@user_errors
+def set_cmd(
+    run: Annotated[str, typer.Argument(help="The run's name.")],
+    lb: Annotated[Optional[float], typer.Option("--lb", help="Leaderboard mIoU after submitting (0..1). Where the log keeps scores in its notes, 'lb mIoU : X' is appended to them too.")] = None,
+    note: Annotated[Optional[str], typer.Option("--note", help="Text appended to the run's notes, after '. '.")] = None,
+    link: Annotated[Optional[str], typer.Option("--link", help="A W&B run URL added to the run's links.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Record what became known after a run: its LB score, a note, a W&B link. One transaction;
+    `ledger export` writes the change into the log."""
+    from ledger.analysis import set_run
+    from ledger.db import open_ledger, transaction
+
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        result = set_run(session, run, lb=lb, note=note, link=link)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    from rich.text import Text
+
+    text = Text(f"{result.run}: ")
+    text.append(", ".join(result.changed) + " updated" if result.changed else "nothing changed")
+    _console(stderr=True).print(text)
