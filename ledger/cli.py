@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ledger.db import LedgerError
+from ledger.errors import LedgerError
 
 app = typer.Typer(
     name="ledger",
@@ -72,12 +72,10 @@ def list_cmd(
     db: DbOption = None,
 ) -> None:
     """List the runs, oldest first, with reproductions under the run they reproduce."""
-    from ledger.db import open_ledger, transaction
-    from ledger.queries import list_runs, nest_children, run_summary
+    from ledger.fastread import nest_children, reading, run_summary
 
-    engine = open_ledger(db)
-    with transaction(engine) as session:
-        runs = list_runs(session, where=where or [], sort=sort, limit=limit)
+    with reading(db) as reader:
+        runs = reader.list_runs(where=where or [], sort=sort, limit=limit)
         if as_json:
             print_json([run_summary(run) for run in runs])
             return
@@ -95,12 +93,10 @@ def show_cmd(
     db: DbOption = None,
 ) -> None:
     """Everything about one run: arguments, notes verbatim, links, scores, job and metrics."""
-    from ledger.db import open_ledger, transaction
-    from ledger.queries import get_run, run_details
+    from ledger.fastread import reading, run_details
 
-    engine = open_ledger(db)
-    with transaction(engine) as session:
-        details = run_details(get_run(session, run))
+    with reading(db) as reader:
+        details = run_details(reader.get_run(run))
     if as_json:
         print_json(details)
         return
@@ -161,14 +157,21 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Write the ledger out: the Markdown log with every run, or CSV/JSON for pandas and scripts."""
-    from ledger.db import open_ledger, transaction
-    from ledger.export import EXPORT_FORMATS, export_flat, export_markdown
+    from ledger.export import EXPORT_FORMATS, export_markdown, render_flat
+    from ledger.fastread import SqliteReader, reading
 
     if fmt not in EXPORT_FORMATS:
         raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
-    engine = open_ledger(db)
-    with transaction(engine) as session:
-        text = export_markdown(session) if fmt == "md" else export_flat(session, fmt)
+    if fmt == "md":
+        from ledger.db import open_ledger, transaction
+
+        with transaction(open_ledger(db)) as session:
+            text = export_markdown(session)
+    else:
+        with reading(db) as reader:
+            rows = reader.flat_rows()
+            json_text = isinstance(reader, SqliteReader)
+        text = render_flat(rows, fmt, json_text=json_text)
     if output is None:
         sys.stdout.buffer.write(text.encode("utf-8")) if hasattr(sys.stdout, "buffer") else sys.stdout.write(text)
         sys.stdout.flush()
@@ -209,6 +212,8 @@ def reproduce_cmd(
     fast: Annotated[bool, typer.Option("--fast", help="On a GPU: TF32, AMP and channels-last. Faster, not bit-exact; recorded.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Run with another seed (recorded as an override).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted reproduction RUN from its last finished epoch.")] = False,
+    repeats: Annotated[int, typer.Option("--repeats", help="Run N reproductions as siblings, to measure seed noise (see `ledger history`).")] = 1,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds for --repeats (default: the job's seed, then seed+1, ...).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the new row; default: RUN_reproN.")] = None,
     wandb_mode: Annotated[str, typer.Option("--wandb", help="auto (online with credentials, else offline), online, offline or disabled.")] = "auto",
     runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")] = None,
@@ -227,33 +232,110 @@ def reproduce_cmd(
     from reproduce.runner import Request, resolve_request
 
     engine = open_ledger(db)
+    explicit_seeds = _parse_seeds(seeds, repeats)
+    if (repeats > 1 or explicit_seeds) and (resume or name):
+        raise LedgerError("--repeats/--seeds start several new rows; they cannot be combined with --resume or --name")
     request = Request(run=run, data=data, overrides=parse_sets(set_), weights=weights, no_pretrained=no_pretrained,
-                      device=device, fast=fast, name=name, wandb_mode=wandb_mode, runs_dir=runs_dir, seed=seed)
+                      device=device, fast=fast, name=name, wandb_mode=wandb_mode, runs_dir=runs_dir,
+                      seed=explicit_seeds[0] if explicit_seeds else seed)
     if resume:
-        summary = _resume(engine, run, wandb_mode)
-    else:
-        with transaction(engine) as session:
-            original, resolved = resolve_request(session, request)
-        if dry_run:
-            if as_json:
-                print_json(resolved.to_dict())
-            else:
-                from reproduce.views import job_view
+        _print_summaries([_resume(engine, run, wandb_mode)], as_json)
+        return
+    with transaction(engine) as session:
+        original, resolved = resolve_request(session, request)
+    if dry_run:
+        _print_job(original.name, resolved, as_json)
+        return
+    if repeats == 1 and len(explicit_seeds) <= 1:
+        _print_summaries([_run_new(engine, request, resolved)], as_json)
+        return
+    # Seed repeats: the given seeds, or the job's seed and the ones after it; the first
+    # keeps the job's own seed unless another was asked for.
+    seed_list = explicit_seeds or [resolved.job.seed + i for i in range(repeats)]
+    summaries = []
+    for index, one_seed in enumerate(seed_list):
+        if one_seed != resolved.job.seed:
+            request.seed = one_seed
+            with transaction(engine) as session:
+                original, resolved = resolve_request(session, request)
+        summaries.append(_run_new(engine, request, resolved))
+    _print_summaries(summaries, as_json)
 
-                _console().print(job_view(original.name, resolved))
-            return
-        summary = _run_new(engine, request, resolved)
+
+def _parse_seeds(seeds: Optional[str], repeats: int) -> list[int]:
+    if repeats < 1:
+        raise LedgerError("--repeats must be 1 or more")
+    if not seeds:
+        return []
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise LedgerError(f"--seeds {seeds!r}: write integers separated by commas, e.g. 42,43,44") from None
+    if repeats > 1 and len(values) != repeats:
+        raise LedgerError(f"--repeats {repeats} but --seeds names {len(values)} seeds")
+    if len(set(values)) != len(values):
+        raise LedgerError("--seeds names a seed twice; on a CPU the same seed gives the same result")
+    return values
+
+
+def _print_job(name: str, resolved: Any, as_json: bool) -> None:
     if as_json:
-        print_json(summary)
+        print_json(resolved.to_dict())
+        return
+    from reproduce.views import job_view
+
+    _console().print(job_view(name, resolved))
+
+
+def _print_summaries(summaries: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(summaries[0] if len(summaries) == 1 else summaries)
         return
     from reproduce.progress import summary_table
 
     console = _console(stderr=True)
-    console.print(summary_table(summary))
-    console.print(f"best val mIoU {summary['val_miou']:.4f} (LB-style {summary['lb_val_miou']:.4f}) at epoch "
-                  f"{summary['best_epoch']}; checkpoint {summary['checkpoint']}", highlight=False, markup=False)
-    for link in summary.get("links") or []:
-        console.print(f"W&B: {link}", highlight=False, markup=False)
+    for summary in summaries:
+        console.print(summary_table(summary))
+        console.print(f"best val mIoU {summary['val_miou']:.4f} (LB-style {summary['lb_val_miou']:.4f}) at epoch "
+                      f"{summary['best_epoch']}; checkpoint {summary['checkpoint']}", highlight=False, markup=False)
+        for link in summary.get("links") or []:
+            console.print(f"W&B: {link}", highlight=False, markup=False)
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    from_: Annotated[str, typer.Option("--from", help="The row whose resolved job the new experiment starts from.")],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="'demo' for the bundled synthetic data set, or the data folder.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Change a job field, KEY=VALUE (repeatable); unknown keys are errors that list the known ones.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of the new run; default: FROM_forkN.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job the new run would train; run nothing.")] = False,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local backbone weights instead of a download.")] = None,
+    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N; default: CUDA when present.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="On a GPU: TF32, AMP and channels-last (not bit-exact).")] = False,
+    wandb_mode: Annotated[str, typer.Option("--wandb", help="auto, online, offline or disabled.")] = "auto",
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Start a new experiment from a row: its resolved job with your changes, run and logged.
+
+    The new row is a logged run of its own (not a reproduction): the ledger is where new
+    work starts, with the job, its hash and per-epoch metrics recorded as for reproductions.
+    """
+    from ledger.db import open_ledger, transaction
+    from reproduce.runner import Request, resolve_request
+
+    engine = open_ledger(db)
+    request = Request(run=from_, data=data, overrides=parse_sets(set_), weights=weights, no_pretrained=no_pretrained,
+                      device=device, fast=fast, name=name, wandb_mode=wandb_mode, runs_dir=runs_dir, fork=True)
+    with transaction(engine) as session:
+        original, resolved = resolve_request(session, request)
+    if dry_run:
+        _print_job(original.name, resolved, as_json)
+        return
+    _print_summaries([_run_new(engine, request, resolved)], as_json)
 
 
 def _prepare_model(job: Any) -> Any:
@@ -284,9 +366,11 @@ def _run_new(engine: Any, request: Any, resolved: Any) -> dict[str, Any]:
     with transaction(engine) as session:
         original = get_run(session, request.run)
         row = append_reproduction(session, original, resolved, name=request.name, data=request.data,
-                                  data_dir=data_dir, fingerprint=fingerprint, run_dir_root=runs_dir(request.runs_dir))
+                                  data_dir=data_dir, fingerprint=fingerprint, run_dir_root=runs_dir(request.runs_dir),
+                                  fork=request.fork)
         run_id, run_dir, new_name = row.id, Path(row.job["run_dir"]), row.name
-    _console(stderr=True).print(f"reproducing {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}",
+    verb = "starting a run from" if request.fork else "reproducing"
+    _console(stderr=True).print(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}",
                                 highlight=False, markup=False)
     return _execute(engine, run_id, job, data_dir, run_dir, model, request.wandb_mode, new_name, resume=False)
 
@@ -321,6 +405,23 @@ def _execute(engine: Any, run_id: int, job: Any, data_dir: Path, run_dir: Path, 
         raise LedgerError(f"{name} failed: {exc}") from None
     except Exception as exc:
         raise LedgerError(f"{name} failed: {exc.__class__.__name__}: {exc} (status recorded as failed)") from None
+
+
+@app.command("plot")
+@user_errors
+def plot_cmd(
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Runs whose per-epoch curves to draw; none: the LB score of every logged run.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("scores.png"),
+    db: DbOption = None,
+) -> None:
+    """Draw the log: scores over the runs, each point labelled by its change; or epoch curves of RUNs."""
+    from ledger.db import open_ledger, transaction
+    from ledger.plots import plot_curves, plot_scores
+
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        result = plot_curves(session, runs, output) if runs else plot_scores(session, output)
+    typer.echo(f"wrote {result['output']}", err=True)
 
 
 # Commands defined in their own modules register themselves on `app`.

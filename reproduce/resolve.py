@@ -132,6 +132,31 @@ def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
     return ResolvedJob(job=job, provenance={f: provenance[f] for f in JOB_FIELDS}, conflicts=tuple(conflicts))
 
 
+def resolve_stored(record: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, *,
+                   profile: Optional[Mapping[str, Any]] = None, profile_name: str = "") -> ResolvedJob:
+    """A job that ledger already ran (a reproduction or fork row), with further overrides.
+
+    Such rows keep their resolved job; re-resolving their arguments would lose what the
+    code state and the notes decided.
+    """
+    job = Job.from_dict(dict(record["job"]))
+    provenance = {f: Provenance(**p) for f, p in record.get("provenance", {}).items()}
+    for field in JOB_FIELDS:
+        provenance.setdefault(field, Provenance("recorded", "the stored job"))
+    conflicts = tuple(Conflict(**{k: v for k, v in c.items() if k != "override"}) for c in record.get("conflicts", []))
+    values = job.to_dict()
+    for field, value in (profile or {}).items():
+        values[field] = value
+        provenance[field] = Provenance("override", profile_name or "profile")
+    for field, value in (overrides or {}).items():
+        check_override_key(field)
+        values[field] = coerce(field, value)
+        provenance[field] = Provenance("override", "--set")
+    _validate(values)
+    return ResolvedJob(job=Job.from_dict(values), provenance={f: provenance[f] for f in JOB_FIELDS},
+                       conflicts=conflicts)
+
+
 def _apply_recorded(row: RowInput, state: CodeState, put: Any) -> None:
     args = dict(row.args or {})
     unknown = sorted(k for k in args if k not in _SAME and k not in _RENAMED and k != "criterion")

@@ -25,7 +25,7 @@ from ledger.db import LedgerError, transaction
 from ledger.models import Metric, Run
 from ledger.queries import get_run
 from reproduce.job import Job, ResolvedJob
-from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve
+from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve, resolve_stored
 
 DEMO = "demo"
 METRIC_NAMES = ("train_loss", "val_loss", "val_miou", "lb_val_miou", "lr")
@@ -46,6 +46,7 @@ class Request:
     wandb_mode: str = "auto"
     runs_dir: Optional[Path] = None
     seed: Optional[int] = None
+    fork: bool = False  # `ledger run --from`: a new experiment, not a reproduction
 
 
 def row_input(run: Run) -> RowInput:
@@ -63,7 +64,7 @@ def cache_dir() -> Path:
 def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJob]:
     """The original row and its resolved job with the request's profile and overrides."""
     original = get_run(session, request.run)
-    if original.kind == "reproduction" and original.parent is not None:
+    if original.kind == "reproduction" and original.parent is not None and not request.fork:
         raise LedgerError(f"{original.name} is itself a reproduction of {original.parent.name}; reproduce that run, "
                           f"or continue this one with --resume")
     overrides = dict(request.overrides)
@@ -82,7 +83,10 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
         overrides["seed"] = request.seed
     profile = DEMO_PROFILE if request.data == DEMO else None
     try:
-        resolved = resolve(row_input(original), overrides, profile=profile, profile_name="--data demo profile")
+        if original.job and "job" in original.job:
+            resolved = resolve_stored(original.job, overrides, profile=profile, profile_name="--data demo profile")
+        else:
+            resolved = resolve(row_input(original), overrides, profile=profile, profile_name="--data demo profile")
     except (ResolveError, KeyError) as exc:
         raise LedgerError(str(exc).strip("'\"")) from None
     return original, resolved
@@ -108,18 +112,23 @@ def data_dir_for(request_data: Optional[str], job: Job) -> Path:
     return Path(request_data).expanduser().resolve()
 
 
-def unique_name(session: Session, base: str) -> str:
-    taken = set(session.scalars(select(Run.name).where(Run.name.like(f"{base}_repro%"))))
+def unique_name(session: Session, base: str, suffix: str = "_repro") -> str:
+    taken = set(session.scalars(select(Run.name).where(Run.name.like(f"{base}{suffix}%"))))
     n = 1
-    while f"{base}_repro{n}" in taken:
+    while f"{base}{suffix}{n}" in taken:
         n += 1
-    return f"{base}_repro{n}"
+    return f"{base}{suffix}{n}"
 
 
 def append_reproduction(session: Session, original: Run, resolved: ResolvedJob, *, name: Optional[str],
-                        data: str, data_dir: Path, fingerprint: dict[str, Any], run_dir_root: Path) -> Run:
-    """The new row, queued, linked to the original, with the job and its hash."""
-    name = name or unique_name(session, original.name)
+                        data: str, data_dir: Path, fingerprint: dict[str, Any], run_dir_root: Path,
+                        fork: bool = False) -> Run:
+    """The new row, queued, with the job and its hash.
+
+    A reproduction is linked to the original as its child; a fork (`ledger run --from`)
+    is a new logged experiment that only records where it started.
+    """
+    name = name or unique_name(session, original.name, "_fork" if fork else "_repro")
     if session.scalar(select(Run.id).where(Run.name == name)) is not None:
         raise LedgerError(f"a run named {name!r} already exists; pick another --name")
     overrides = {f: resolved.job.to_dict()[f] for f, p in resolved.provenance.items() if p.source == "override"}
@@ -129,12 +138,17 @@ def append_reproduction(session: Session, original: Run, resolved: ResolvedJob, 
     record = resolved.to_dict() | {"data": {"spec": data, "dir": str(data_dir)}, "run_dir": str(run_dir)}
     position = (session.scalar(select(Run.position).order_by(Run.position.desc()).limit(1)) or 0) + 1
     label = "the demo data" if data == DEMO else str(data_dir)
+    if fork:
+        record["forked_from"] = original.name
+        changes = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "no changes"
+        notes = f"forked from {original.name} with {changes}, on {label} (job {resolved.job.hash()[:12]})"
+    else:
+        notes = f"reproduction of {original.name} on {label} (job {resolved.job.hash()[:12]})"
     run = Run(
         name=name, position=position, date=dt.date.today().isoformat(), model=original.model,
-        args=args, args_raw=render_arguments(args), args_status="ok", links=[],
-        notes=f"reproduction of {original.name} on {label} (job {resolved.job.hash()[:12]})",
-        kind="reproduction", parent_id=original.id, status="queued", job=record,
-        job_hash=resolved.job.hash(), data_fingerprint=fingerprint,
+        args=args, args_raw=render_arguments(args), args_status="ok", links=[], notes=notes,
+        kind="logged" if fork else "reproduction", parent_id=None if fork else original.id, status="queued",
+        job=record, job_hash=resolved.job.hash(), data_fingerprint=fingerprint,
     )
     session.add(run)
     session.flush()
@@ -261,8 +275,8 @@ def _finish(engine: Engine, run_id: int, status: str, started: float, previous: 
 
 def load_for_resume(session: Session, name: str) -> tuple[Run, Job, Path, Path]:
     run = get_run(session, name)
-    if run.kind != "reproduction" or not run.job:
-        raise LedgerError(f"{name} is not a reproduction; --resume continues an interrupted reproduction")
+    if not run.job or "run_dir" not in run.job:
+        raise LedgerError(f"{name} was not started by ledger; --resume continues an interrupted reproduction or run")
     if run.status == "finished":
         raise LedgerError(f"{name} already finished; nothing to resume")
     job = Job.from_dict(run.job["job"])

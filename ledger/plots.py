@@ -1,0 +1,146 @@
+"""`ledger plot`: the log's scores as a picture, and the epoch curves of reproductions.
+
+matplotlib is imported inside the functions (headless Agg backend): the other ledger
+commands never load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy.orm import Session
+
+from ledger.db import LedgerError
+from ledger.queries import get_run
+
+# Job fields whose change is named in a point's label, in this order of importance.
+_SHORT = {
+    "backbone": "backbone", "criterion1": "loss", "criterion2": "loss2", "multi_loss": "multi loss",
+    "focal_gamma": "gamma", "t_max": "T_max", "scheduler_step": "sched step", "cutmix": "cutmix",
+    "hflip_p": "flip", "rotate_p": "rotate", "brightness_contrast_p": "bright/contrast", "cutout_p": "cutout",
+    "clahe_p": "CLAHE", "histogram_equalization": "hist-eq", "input_scale": "input", "lr": "lr",
+    "weight_decay": "wd", "num_epochs": "epochs", "batch_size": "batch",
+}
+
+
+def change_label(entry: Any, limit: int = 3) -> str:
+    """A few words saying what a run changed from the previous one."""
+    if entry.kind == "ensemble":
+        return "ensemble of runs"
+    if entry.job_error:
+        return "no training job"
+    if entry.previous is None:
+        return "first run"
+    parts = []
+    changed = {c["field"]: c for c in entry.job_changes}
+    for field, short in _SHORT.items():
+        if field in changed:
+            c = changed[field]
+            parts.append(f"{short} {_fmt(c['before'])}→{_fmt(c['after'])}")
+    if not parts:
+        return "no job change"
+    more = [f"(+{len(parts) - limit} more)"] if len(parts) > limit else []
+    return "\n".join(parts[:limit] + more)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and value.startswith("tf_efficientnet_"):
+        return value.removeprefix("tf_efficientnet_")
+    return str(value)
+
+
+def plot_scores(session: Session, output: Path) -> dict[str, Any]:
+    """LB mIoU of every scored logged run, in log order, each labelled by its change."""
+    from ledger.analysis import history
+
+    entries = [e for e in history(session) if e.kind != "reproduction"]
+    points = [(i, e) for i, e in enumerate(entries) if e.lb_miou is not None]
+    if not points:
+        raise LedgerError("no run in the ledger has an LB score to plot; record one with `ledger set RUN --lb X`")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.5 * len(entries)), 6.5), constrained_layout=True)
+    xs = [i for i, _ in points]
+    ys = [e.lb_miou for _, e in points]
+    ax.plot(xs, ys, "-", color="#9db4d6", zorder=1)
+    colors = ["#c0392b" if e.confounded else "#1f5fa8" for _, e in points]
+    ax.scatter(xs, ys, c=colors, s=60, zorder=2)
+    span = (max(ys) - min(ys)) or 0.05
+    for n, (i, e) in enumerate(points):
+        label = f"{e.lb_miou:.4f}\n{change_label(e)}"
+        offset = 28 if n % 2 == 0 else -70
+        ax.annotate(label, (i, e.lb_miou), textcoords="offset points", xytext=(0, offset), ha="center",
+                    fontsize=8, va="bottom" if offset > 0 else "top",
+                    arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6))
+    ax.set_ylim(min(ys) - 0.9 * span, max(ys) + 0.9 * span)
+    ax.set_xlim(-0.6, len(entries) - 0.4)
+    ax.set_xticks(range(len(entries)))
+    ax.set_xticklabels([e.name for e in entries], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("LB mIoU")
+    ax.set_title("Leaderboard score over the log (red: several things changed at once)")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, output)
+    return {"output": str(output), "points": [{"run": e.name, "lb_miou": e.lb_miou} for _, e in points]}
+
+
+def _short_name(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def plot_curves(session: Session, names: list[str], output: Path) -> dict[str, Any]:
+    """Per-epoch val mIoU and losses of runs that have metric series."""
+    runs = [get_run(session, name) for name in names]
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for run in runs:
+        for metric in run.metrics:
+            series.setdefault(run.name, {}).setdefault(metric.name, []).append((metric.step, metric.value))
+    missing = [run.name for run in runs if run.name not in series]
+    if missing:
+        raise LedgerError(f"no per-epoch metrics for {', '.join(missing)}: only reproductions and runs started "
+                          "with `ledger run` have them")
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for name, metrics in series.items():
+        for key, ax, style in (("val_miou", left, "-o"), ("lb_val_miou", left, "--"), ("train_loss", right, "-o"),
+                               ("val_loss", right, "--s")):
+            points = sorted(metrics.get(key, []))
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, markersize=4,
+                        label=f"{_short_name(name, 40)} {key}")
+    left.set_title("val mIoU (solid) and LB-style val mIoU (dashed)")
+    right.set_title("train loss (solid) and val loss (dashed)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    _save(fig, output)
+    return {"output": str(output), "runs": list(series)}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, output: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp.png")
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LedgerError(f"cannot write {output}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,186 @@
+"""`ledger reproduce` end to end on a tiny synthetic data set, with the real architecture
+of a logged row (tf_efficientnet_b5_ns DeepLabV3) at 64x64 on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from conftest import SEED  # noqa: E402
+from ledger.cli import app  # noqa: E402
+
+pytestmark = pytest.mark.slow
+RUN = "backbone_b5ns_label_smoothong_normalization"
+TINY = ["--set", "image_size=64", "--set", "num_epochs=2", "--set", "batch_size=2", "--set", "val_batch_size=2",
+        "--set", "num_workers=0", "--no-pretrained", "--wandb", "offline"]
+runner = CliRunner()
+
+
+def ledger(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from reproduce.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("tiny"), n_train=8, n_val=4, n_test=2, size=64)
+
+
+@pytest.fixture
+def seeded():
+    assert ledger("import", SEED).exit_code == 0
+
+
+def details(name: str) -> dict:
+    result = ledger("show", name, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def series(d: dict) -> dict:
+    return {k: [p["value"] for p in v] for k, v in d["metrics"].items()}
+
+
+def test_reproduce_appends_a_finished_row(seeded, tiny_data):
+    result = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    name = f"{RUN}_repro1"
+    assert summary["name"] == name and len(summary["epochs"]) == 2
+
+    runs = json.loads(ledger("list", "--json").stdout)
+    assert runs[-1]["name"] == name and runs[-1]["parent"] == RUN and runs[-1]["status"] == "finished"
+    d = details(name)
+    assert d["kind"] == "reproduction" and d["status"] == "finished" and d["date"]
+    assert d["arguments"]["image_size"] == 64 and d["arguments"]["criterion1"] == "cross_entropy"
+    assert d["job"]["job"]["backbone"] == "tf_efficientnet_b5_ns" and d["job"]["hash"] == d["job_hash"]
+    assert d["job"]["provenance"]["num_epochs"]["source"] == "override"
+    assert {"python", "torch", "libraries", "git", "gpu"} <= set(d["environment"])
+    assert d["environment"]["libraries"]["timm"]
+    assert d["data_fingerprint"]["splits"]["train.json"]["images"] == 8
+    values = series(d)
+    assert set(values) == {"train_loss", "val_loss", "val_miou", "lb_val_miou", "lr"}
+    assert len(values["val_miou"]) == 2 and d["val_miou"] == max(values["val_miou"])
+    assert d["lb_val_miou"] is not None and d["duration_s"] > 0
+    assert Path(d["checkpoint_path"]).is_file()
+
+    [link] = d["links"]
+    assert list(Path(link).glob("run-*.wandb")), "W&B offline files were not written"
+
+    run_dir = Path(d["checkpoint_path"]).parent
+    with open(run_dir / "submission.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image_id"] for r in rows] == ["batch_01_vt/0000.jpg", "batch_01_vt/0001.jpg"] or len(rows) == 2
+    assert all(len(r["PredictionString"].split()) == 256 * 256 for r in rows)
+
+    exported = ledger("export").stdout
+    assert exported.startswith(SEED.read_text(encoding="utf-8").split("| 2021-04-30")[0][:20])
+    assert f"| {name} " in exported and "reproduction of " in exported
+
+
+def test_dry_run_and_refusals_append_nothing(seeded, tiny_data):
+    result = ledger("reproduce", RUN, "--dry-run", "--json", "--data", "demo")
+    job = json.loads(result.stdout)
+    assert job["job"]["image_size"] == 128 and job["provenance"]["image_size"]["source"] == "override"
+    assert "source" in ledger("reproduce", RUN, "--dry-run").stdout
+    ensemble = ledger("reproduce", "Ensemble", "--data", tiny_data)
+    assert ensemble.exit_code == 1 and "no recorded arguments" in ensemble.stderr
+    missing = ledger("reproduce", RUN, "--data", tiny_data / "nope", *TINY)
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+    unknown = ledger("reproduce", RUN, "--data", tiny_data, "--set", "epochs_total=3")
+    assert unknown.exit_code == 1 and "known keys" in unknown.stderr
+    no_data = ledger("reproduce", RUN)
+    assert no_data.exit_code == 1 and "--data demo" in no_data.stderr
+    assert len(json.loads(ledger("list", "--json").stdout)) == 10
+
+
+def test_pretrained_weights_offline_is_a_clear_error(seeded, tiny_data):
+    args = [a for a in TINY if a != "--no-pretrained"]
+    result = ledger("reproduce", RUN, "--data", tiny_data, *args)
+    assert result.exit_code == 1
+    assert "--weights PATH or --no-pretrained" in result.stderr and "Traceback" not in result.output
+    assert len(json.loads(ledger("list", "--json").stdout)) == 10
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(seeded, tiny_data, monkeypatch):
+    from reproduce.progress import ProgressDisplay
+
+    reference = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "uninterrupted")
+    assert reference.exit_code == 0, reference.output
+    again = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "again")
+    assert again.exit_code == 0
+    assert series(details("again")) == series(details("uninterrupted")), "two CPU runs of one job differ"
+
+    original_on_epoch = ProgressDisplay.on_epoch
+
+    def stop_after_first(self, result):
+        original_on_epoch(self, result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressDisplay, "on_epoch", stop_after_first)
+    stopped = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "stopped")
+    assert stopped.exit_code == 130 and "--resume" in stopped.stderr
+    d = details("stopped")
+    assert d["status"] == "interrupted" and len(series(d)["val_miou"]) == 1
+    monkeypatch.setattr(ProgressDisplay, "on_epoch", original_on_epoch)
+
+    resumed = ledger("reproduce", "stopped", "--resume", "--wandb", "offline")
+    assert resumed.exit_code == 0, resumed.output
+    d = details("stopped")
+    assert d["status"] == "finished"
+    assert series(d) == series(details("uninterrupted"))
+    assert d["val_miou"] == details("uninterrupted")["val_miou"]
+    finished = ledger("reproduce", "stopped", "--resume")
+    assert finished.exit_code == 1 and "already finished" in finished.stderr
+
+
+def test_a_crash_is_recorded_as_failed(seeded, tiny_data, monkeypatch):
+    import reproduce.train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("validation exploded")
+
+    monkeypatch.setattr(reproduce.train, "evaluate", broken)
+    result = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "crashes")
+    assert result.exit_code == 1 and "validation exploded" in result.stderr and "Traceback" not in result.output
+    d = details("crashes")
+    assert d["status"] == "failed" and "validation exploded" in d["error"]
+
+
+ONE_EPOCH = [a if a != "num_epochs=2" else "num_epochs=1" for a in TINY]
+
+
+def test_run_from_a_row_appends_a_new_logged_run(seeded, tiny_data):
+    result = ledger("run", "--from", "multiple_aug_with_multi_loss", "--data", tiny_data, *ONE_EPOCH,
+                    "--set", "lr=0.0002", "--name", "lr_2e-4", "--json")
+    assert result.exit_code == 0, result.output
+    d = details("lr_2e-4")
+    assert d["kind"] == "logged" and d["parent"] is None and d["status"] == "finished"
+    assert d["job"]["forked_from"] == "multiple_aug_with_multi_loss"
+    assert d["job"]["job"]["lr"] == 0.0002 and d["job"]["job"]["focal_gamma"] == 0.75
+    assert d["arguments"]["lr"] == 0.0002 and "forked from multiple_aug_with_multi_loss" in d["notes"]
+    again = ledger("run", "--from", "lr_2e-4", "--dry-run", "--json", "--set", "lr=0.0003")
+    job = json.loads(again.stdout)
+    assert job["job"]["lr"] == 0.0003 and job["job"]["image_size"] == 64, "a fork keeps its stored job"
+
+
+def test_repeats_are_siblings_on_consecutive_seeds(seeded, tiny_data):
+    result = ledger("reproduce", RUN, "--data", tiny_data, *ONE_EPOCH, "--repeats", "2", "--json")
+    assert result.exit_code == 0, result.output
+    names = [s["name"] for s in json.loads(result.stdout)]
+    assert names == [f"{RUN}_repro1", f"{RUN}_repro2"]
+    first, second = details(names[0]), details(names[1])
+    assert (first["job"]["job"]["seed"], second["job"]["job"]["seed"]) == (42, 43)
+    assert first["job"]["provenance"]["seed"]["source"] == "recorded"
+    assert first["parent"] == second["parent"] == RUN
+    bad = ledger("reproduce", RUN, "--data", tiny_data, "--repeats", "2", "--seeds", "1,2,3")
+    assert bad.exit_code == 1 and "names 3 seeds" in bad.stderr
