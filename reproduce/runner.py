@@ -225,6 +225,7 @@ def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path
         record = dict(run.job or {})
         previous_duration = run.duration_s or 0.0
     env = environment(str(select_device(job)))
+    write_job_files(run_dir, record, env)
     set_status(engine, run_id, "running", environment=env, error=None)
     tracker = None
     try:
@@ -261,6 +262,20 @@ def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path
         summary["name"] = run.name
         summary["links"] = list(run.links or [])
     return summary
+
+
+def write_job_files(run_dir: Path, record: dict[str, Any], env: dict[str, Any]) -> None:
+    """The resolved job next to its checkpoints: job.json (everything) and args.yaml (the
+    values alone, as timm writes them), so a run folder explains itself without the ledger."""
+    import json
+
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "job.json").write_text(
+        json.dumps(record | {"environment": env}, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    (run_dir / "args.yaml").write_text(yaml.safe_dump(record["job"], sort_keys=False, allow_unicode=True),
+                                       encoding="utf-8")
 
 
 def _finish(engine: Engine, run_id: int, status: str, started: float, previous: float, tracker: Any,

@@ -77,6 +77,10 @@ def test_reproduce_appends_a_finished_row(seeded, tiny_data):
     assert list(Path(link).glob("run-*.wandb")), "W&B offline files were not written"
 
     run_dir = Path(d["checkpoint_path"]).parent
+    import yaml
+
+    assert yaml.safe_load((run_dir / "args.yaml").read_text())["backbone"] == "tf_efficientnet_b5_ns"
+    assert json.loads((run_dir / "job.json").read_text())["hash"] == d["job_hash"]
     with open(run_dir / "submission.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["image_id"] for r in rows] == ["batch_01_vt/0000.jpg", "batch_01_vt/0001.jpg"] or len(rows) == 2
