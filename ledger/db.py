@@ -1,8 +1,9 @@
 """Opening a ledger: which database, connection settings, and schema migrations.
 
 The database is chosen by `--db URL`, else `LEDGER_DB`, else `./runs.db`. Any SQLAlchemy
-URL works; a plain path means a SQLite file. Alembic is imported only when the schema
-has to change, so read commands on an up-to-date ledger start fast.
+URL works; a plain path means a SQLite file. SQLAlchemy is imported only when an engine is
+made and Alembic only when the schema has to change: the names here (the URL, the head
+revision, `LedgerError`) are what the stdlib read path in `ledger.fastread` needs.
 """
 
 from __future__ import annotations
@@ -10,20 +11,19 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.orm import Session, sessionmaker
+from ledger.errors import LedgerError  # noqa: F401  (re-exported; it lived here first)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB = "runs.db"
 ENV_VAR = "LEDGER_DB"
 # The newest migration in ledger/migrations/versions; a test keeps the two in step.
 HEAD_REVISION = "0002"
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-class LedgerError(Exception):
-    """An error the user can act on; the CLI prints it as one line."""
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -49,6 +49,8 @@ def _on_sqlite_connect(dbapi_connection, _record) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _on_sqlite_connect)
@@ -57,6 +59,8 @@ def make_engine(url: str) -> Engine:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import inspect, text
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
@@ -95,6 +99,8 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
     if revision == HEAD_REVISION:
         return engine
     if revision is None:
+        from sqlalchemy import inspect
+
         with engine.connect() as conn:
             tables = inspect(conn).get_table_names()
         if tables:
@@ -106,6 +112,8 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -1,22 +1,29 @@
 """Rich renderings of runs for the terminal. Log text is always wrapped in `Text`, never
-parsed as markup, so a note saying `[bold]` prints as written."""
+parsed as markup, so a note saying `[bold]` prints as written.
+
+A run here is an ORM `Run` or a `ledger.fastread` record: only attributes both have are read.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ledger.models import Run
+if TYPE_CHECKING:
+    from ledger.fastread import RunRecord, RunSummary
+    from ledger.models import Run
+
+    AnyRun = Union[Run, RunRecord, RunSummary]
 
 
 def fmt_score(value: Optional[float]) -> Text:
     return Text("—", style="dim") if value is None else Text(f"{value:.4f}")
 
 
-def runs_table(rows: Iterable[tuple[Run, int]]) -> Table:
+def runs_table(rows: Iterable[tuple[AnyRun, int]]) -> Table:
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("Date", no_wrap=True)
     table.add_column("Run", overflow="fold")
