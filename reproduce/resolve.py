@@ -16,10 +16,8 @@ from typing import Any, Mapping, Optional
 
 from reproduce.codestate import NOTE_FACTS, CodeState, code_state_for
 from reproduce.job import JOB_FIELDS, Conflict, Job, Provenance, ResolvedJob
+from reproduce.optim import SUPPORTED_CRITERIA, SUPPORTED_OPTIMIZERS, SUPPORTED_SCHEDULERS
 
-SUPPORTED_OPTIMIZERS = ("MADGRAD", "Adam", "AdamW", "SGD")
-SUPPORTED_SCHEDULERS = ("CosineAnnealingLR",)
-SUPPORTED_CRITERIA = ("cross_entropy", "focal", "label_smoothing", "dice")
 HAND_WRITTEN_MODEL = "DeepLabV3"
 
 DEFAULTS: dict[str, Any] = dict(
