@@ -24,19 +24,10 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
-CATEGORY_NAMES: tuple[str, ...] = (
-    "UNKNOWN",
-    "General trash",
-    "Paper",
-    "Paper pack",
-    "Metal",
-    "Glass",
-    "Plastic",
-    "Styrofoam",
-    "Plastic bag",
-    "Battery",
-    "Clothing",
-)
+from reproduce.metrics import CLASS_NAMES
+
+# Class i (1..11) is the i-th category of the JSON; class 0 is background.
+CATEGORY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
 SPLITS = ("train.json", "val.json", "train_all.json", "test.json")
 _SHOW_AT_MOST = 3
 

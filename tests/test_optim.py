@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from reproduce.job import Job  # noqa: E402
+from conftest import make_job  # noqa: E402
 from reproduce.optim import (  # noqa: E402
     SUPPORTED_CRITERIA,
     SUPPORTED_OPTIMIZERS,
@@ -15,24 +15,7 @@ from reproduce.optim import (  # noqa: E402
     build_scheduler,
 )
 
-BASE = dict(
-    run_name="t", code_state="test", model="DeepLabV3", backbone="efficientnet-b7",
-    encoder_weights=None, pretrained=False, weights_path=None, weights_sha256=None, num_classes=12,
-    criterion1="cross_entropy", criterion2=None, multi_loss=False, loss_weights=(0.5, 0.5),
-    focal_gamma=0.0, smooth_factor=0.05, optimizer="MADGRAD", lr=1e-4, weight_decay=1e-6,
-    momentum=0.0, scheduler="CosineAnnealingLR", t_max=10, eta_min=0.0, scheduler_step="epoch",
-    image_size=64, max_train_images=None, max_val_images=None, input_scale="divide255",
-    normalize_mean=None, normalize_std=None, histogram_equalization=False, hflip_p=0.0,
-    rotate_p=0.0, rotate_limit=45, brightness_contrast_p=0.0, cutout_p=0.0, cutout_holes=4,
-    cutout_size=20, clahe_p=0.0, augment_mask=True, cutmix=False, cutmix_prob=0.0, cutmix_beta=1.0,
-    batch_size=2, val_batch_size=2, num_epochs=1, seed=42, num_workers=0, train_drop_last=True,
-    val_drop_last=True, checkpoint_metric="val_miou", log_lr=False, device="cpu", fast=False,
-    wandb_project="jaesub", wandb_entity=None, wandb_group=None, wandb_name="t",
-)  # fmt: skip
 
-
-def make_job(**kw):
-    return Job(**{**BASE, **kw})
 
 
 def params():
