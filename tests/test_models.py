@@ -19,7 +19,7 @@ from torch import nn  # noqa: E402
 from reproduce import models  # noqa: E402
 from conftest import make_job  # noqa: E402
 
-
+pytestmark = pytest.mark.torch
 
 BACKBONES = ("efficientnet-b7", "tf_efficientnet_b7_ns", "tf_efficientnet_b5_ns")
 SILU_MIN = -0.2785  # the smallest value SiLU can output
