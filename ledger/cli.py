@@ -157,8 +157,8 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Write the ledger out: the Markdown log with every run, or CSV/JSON for pandas and scripts."""
-    from ledger.export import EXPORT_FORMATS, export_markdown, render_flat
-    from ledger.fastread import SqliteReader, reading
+    from ledger.export import EXPORT_FORMATS, export_markdown
+    from ledger.fastread import reading
 
     if fmt not in EXPORT_FORMATS:
         raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
@@ -169,9 +169,7 @@ def export_cmd(
             text = export_markdown(session)
     else:
         with reading(db) as reader:
-            rows = reader.flat_rows()
-            json_text = isinstance(reader, SqliteReader)
-        text = render_flat(rows, fmt, json_text=json_text)
+            text = reader.export_flat(fmt)
     if output is None:
         sys.stdout.buffer.write(text.encode("utf-8")) if hasattr(sys.stdout, "buffer") else sys.stdout.write(text)
         sys.stdout.flush()

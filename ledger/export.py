@@ -7,14 +7,15 @@ also runs on the stdlib sqlite3 reader of `ledger.fastread`.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import re
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from itertools import repeat
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
 from ledger.markdown import Document as MdDocument
 from ledger.markdown import Table, render_document, split_row
@@ -71,14 +72,14 @@ _NAN = float("nan")
 _NONE = type(None)
 
 
-def flat_rows(source: Union[Session, sqlite3.Connection]) -> list[tuple[Any, ...]]:
-    """One tuple per run, in ledger order: the FLAT_COLUMNS fields, then the parsed arguments.
+def flat_rows(source: Union[Session, sqlite3.Connection]) -> Iterable[Sequence[Any]]:
+    """The runs in ledger order, as read: the FLAT_COLUMNS fields, then the parsed arguments.
 
     Through a SQLAlchemy session, JSON comes decoded and times as datetimes; on a sqlite3
     connection (`ledger.fastread`) both stay text, for `flat_columns` to decode in one pass.
     """
     if isinstance(source, sqlite3.Connection):
-        return source.execute(_FLAT_SQL).fetchall()
+        return source.execute(_FLAT_SQL)
     from sqlalchemy import select
     from sqlalchemy.orm import aliased
 
@@ -94,7 +95,83 @@ def flat_rows(source: Union[Session, sqlite3.Connection]) -> list[tuple[Any, ...
         .outerjoin(parent, Run.parent_id == parent.id)
         .order_by(Run.position, Run.id)
     )
-    return [tuple(row) for row in source.execute(query)]
+    return source.execute(query)
+
+
+def flat_records(source: Union[Session, sqlite3.Connection]) -> list[dict[str, Any]]:
+    """One plain dict per run, in ledger order, with parsed arguments as `args.<key>` entries."""
+    json_text = isinstance(source, sqlite3.Connection)
+    records = []
+    for row in flat_rows(source):
+        record = dict(zip(FLAT_COLUMNS, row))
+        links, args = _decoded((record["links"], row[-1]), json_text)
+        record["links"] = " ".join(links or [])
+        record["created_at"] = _iso(record["created_at"])
+        record["updated_at"] = _iso(record["updated_at"])
+        for key, value in (args or {}).items():
+            record[f"args.{key}"] = _arg_value(value)
+        records.append(record)
+    return records
+
+
+def flat_columns(rows: Iterable[Sequence[Any]], *, json_text: bool) -> dict[str, list[Any]]:
+    """The flat export as columns: FLAT_COLUMNS, then `args.<key>` in key order.
+
+    The values are those of `flat_records`, and NaN where a run lacks an argument, as
+    pandas fills the missing key of a record. `json_text`: the rows come from sqlite3.
+    """
+    fields = list(zip(*rows)) or [()] * (len(FLAT_COLUMNS) + 1)
+    columns: dict[str, list[Any]] = {name: list(values) for name, values in zip(FLAT_COLUMNS, fields)}
+    columns["links"] = _spaced_links(columns["links"], json_text)
+    columns["created_at"] = _iso_all(columns["created_at"])
+    columns["updated_at"] = _iso_all(columns["updated_at"])
+    runs = len(columns["name"])
+    by_key: dict[str, list[Any]] = {}
+    # One run's arguments at a time: a 100k-run ledger would hold 100k dicts otherwise.
+    decode = json.JSONDecoder().decode
+    for row, args in enumerate(fields[-1]):
+        if json_text and args is not None:
+            args = decode(args)
+        for key, value in (args or {}).items():
+            column = by_key.get(key)
+            if column is None:
+                column = by_key[key] = [_NAN] * runs
+            column[row] = value
+    for key in sorted(by_key):
+        values = by_key[key]
+        if any(issubclass(kind, (list, dict)) for kind in set(map(type, values))):
+            values = [_arg_value(v) for v in values]
+        columns[f"args.{key}"] = values
+    return columns
+
+
+def export_flat(source: Union[Session, sqlite3.Connection], fmt: str) -> str:
+    """CSV or JSON text of `flat_records`, through pandas (imported here, never at start-up).
+
+    Args:
+        source: a SQLAlchemy session, or a sqlite3 connection (`ledger.fastread`).
+        fmt: "csv" or "json".
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"unknown format {fmt!r}")
+    with _collector_paused():
+        columns = flat_columns(flat_rows(source), json_text=isinstance(source, sqlite3.Connection))
+        if fmt == "csv":
+            return flat_csv(columns)
+        return _frame(columns).to_json(orient="records", force_ascii=False, indent=2) + "\n"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Millions of objects that all live until the text is written: the cyclic garbage
+    # collector would walk them again and again, for nothing (a tenth of the export's time).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _iso(value: Any) -> Optional[str]:
@@ -104,7 +181,33 @@ def _iso(value: Any) -> Optional[str]:
     return (value if isinstance(value, datetime) else datetime.fromisoformat(value)).isoformat()
 
 
-def _decode_all(values: Sequence[Any], json_text: bool) -> list[Any]:
+# SQLAlchemy's SQLite text for a time; its isoformat() is the same text with a T, and
+# without the microseconds when they are zero.
+_SQLITE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+
+
+def _iso_all(values: list[Any]) -> list[Optional[str]]:
+    if set(map(type, values)) == {str} and all(map(_SQLITE_TIME.fullmatch, values)):
+        return [f"{v[:10]}T{v[11:19]}" if v.endswith(".000000") else f"{v[:10]}T{v[11:]}" for v in values]
+    return [_iso(v) for v in values]
+
+
+# A list of strings as json.dumps writes it when they need no escapes: its items can be
+# cut out of the text without a JSON parser.
+_PLAIN_ITEM = r'"[^"\\\x00-\x1f]*"'
+_PLAIN_LIST = re.compile(rf"\[\]|\[{_PLAIN_ITEM}(?:, {_PLAIN_ITEM})*\]")
+
+
+def _spaced_links(values: list[Any], json_text: bool) -> list[str]:
+    """Each run's links, joined by spaces."""
+    if json_text:
+        texts = ["[]" if v is None else v for v in values]
+        if all(map(_PLAIN_LIST.fullmatch, texts)):
+            return [text[2:-2].replace('", "', " ") for text in texts]
+    return [" ".join(links or []) for links in _decoded(values, json_text)]
+
+
+def _decoded(values: Sequence[Any], json_text: bool) -> list[Any]:
     if not json_text:
         return list(values)
     decode = json.JSONDecoder().decode
@@ -115,42 +218,6 @@ def _arg_value(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def flat_records(source: Union[Session, sqlite3.Connection]) -> list[dict[str, Any]]:
-    """One plain dict per run, in ledger order, with parsed arguments as `args.<key>` entries."""
-    json_text = isinstance(source, sqlite3.Connection)
-    records = []
-    for row in flat_rows(source):
-        record = dict(zip(FLAT_COLUMNS, row))
-        links, args = _decode_all((record["links"], row[-1]), json_text)
-        record["links"] = " ".join(links or [])
-        record["created_at"] = _iso(record["created_at"])
-        record["updated_at"] = _iso(record["updated_at"])
-        for key, value in (args or {}).items():
-            record[f"args.{key}"] = _arg_value(value)
-        records.append(record)
-    return records
-
-
-def flat_columns(rows: Sequence[Sequence[Any]], *, json_text: bool) -> dict[str, list[Any]]:
-    """The flat export as columns: FLAT_COLUMNS, then `args.<key>` in key order.
-
-    The values are those of `flat_records`, and NaN where a run lacks an argument, as
-    pandas fills the missing key of a record. `json_text`: the rows come from sqlite3.
-    """
-    fields = list(zip(*rows)) if rows else [()] * (len(FLAT_COLUMNS) + 1)
-    columns = {name: list(values) for name, values in zip(FLAT_COLUMNS, fields)}
-    columns["links"] = [" ".join(links or []) for links in _decode_all(fields[9], json_text)]
-    columns["created_at"] = [_iso(v) for v in columns["created_at"]]
-    columns["updated_at"] = [_iso(v) for v in columns["updated_at"]]
-    args = [a or {} for a in _decode_all(fields[-1], json_text)]
-    for key in sorted(set().union(*args)):
-        values = list(map(dict.get, args, repeat(key), repeat(_NAN)))
-        if any(issubclass(kind, (list, dict)) for kind in set(map(type, values))):
-            values = [_arg_value(v) for v in values]
-        columns[f"args.{key}"] = values
-    return columns
-
-
 def _frame(columns: dict[str, list[Any]]) -> Any:
     import pandas as pd
 
@@ -158,47 +225,35 @@ def _frame(columns: dict[str, list[Any]]) -> Any:
     return pd.DataFrame.from_records(list(zip(*columns.values())), columns=list(columns))
 
 
-def export_flat(session: Session, fmt: str) -> str:
-    """CSV or JSON text of `flat_records`, through pandas (imported here, never at start-up)."""
-    return render_flat(flat_rows(session), fmt, json_text=False)
-
-
-def render_flat(rows: Sequence[Sequence[Any]], fmt: str, *, json_text: bool) -> str:
-    """CSV or JSON text of the rows of `flat_rows`; `json_text` when they come from sqlite3."""
-    columns = flat_columns(rows, json_text=json_text)
-    if fmt == "csv":
-        return flat_csv(columns)
-    if fmt == "json":
-        return _frame(columns).to_json(orient="records", force_ascii=False, indent=2) + "\n"
-    raise ValueError(f"unknown format {fmt!r}")
-
-
 def flat_csv(columns: dict[str, list[Any]]) -> str:
     """The text pandas' `to_csv(index=False, lineterminator="\\n")` writes for these columns, faster.
 
     pandas decides how numbers, booleans and mixed columns look (`4` or `4.0`, `True`), so
     it still writes those. Text columns hold most of the bytes, and for them pandas adds
-    nothing to the csv module's quoting, which is done here on whole columns at once.
+    nothing to the csv module's quoting, which is done here a whole column at a time.
     """
     specials = _csv_specials()
     rows = len(columns["name"])
     if specials is None or rows == 0:
         return _frame(columns).to_csv(index=False, lineterminator="\n")
-    cells: list[Optional[list[str]]] = []
+    cells: dict[str, list[str]] = {}
     others: dict[str, list[Any]] = {}
     for name, values in columns.items():
-        if _is_text(values):
-            cells.append(_quoted(values, specials))
+        kinds = set(map(type, values))
+        if _is_text(values, kinds):
+            cells[name] = _quoted(values if kinds == {str} else [v if type(v) is str else "" for v in values], specials)
         else:
-            cells.append(None)
             others[name] = values
     if others:
-        formatted = _pandas_cells(others, rows)
-        if formatted is None:
-            return _frame(columns).to_csv(index=False, lineterminator="\n")
-        pending = iter(formatted)
-        cells = [column if column is not None else next(pending) for column in cells]
-    return _csv_line(list(columns)) + "\n".join(map(",".join, zip(*cells))) + "\n"
+        frame = _frame(others)
+        for name in others:
+            lines = frame[[name]].to_csv(index=False, header=False, lineterminator="\n").split("\n")
+            lines.pop()
+            if len(lines) != rows:  # a line break inside a field: let pandas write it all
+                return _frame(columns).to_csv(index=False, lineterminator="\n")
+            # csv quotes the empty field of a one-field row; in a wider row it is left empty.
+            cells[name] = ["" if line == '""' else line for line in lines]
+    return _csv_line(list(columns)) + "\n".join(map(",".join, zip(*(cells[name] for name in columns)))) + "\n"
 
 
 def _csv_line(fields: list[Any]) -> str:
@@ -211,7 +266,7 @@ def _csv_line(fields: list[Any]) -> str:
 def _csv_specials() -> Optional[re.Pattern[str]]:
     """The characters that make the csv module, set up as pandas sets it up, quote a field.
 
-    Asked of the running Python rather than assumed: versions differ on `\\r`. None if
+    Asked of the running Python rather than assumed (versions differ on `\\r`). None if
     the module quotes some other way than expected; then pandas writes everything.
     """
     if _csv_line(["", "x"]) != ",x\n" or _csv_line(['a"b', "x"]) != '"a""b",x\n':
@@ -220,35 +275,16 @@ def _csv_specials() -> Optional[re.Pattern[str]]:
     return re.compile("[" + re.escape("".join(chars)) + "]")
 
 
-def _is_text(values: list[Any]) -> bool:
+def _is_text(values: list[Any], kinds: set[type]) -> bool:
     """Only strings and missing values (None, NaN): pandas writes the strings as they are."""
-    kinds = set(map(type, values))
     if kinds <= {str, _NONE}:
         return True
     return kinds <= {str, _NONE, float} and all(v != v for v in values if type(v) is float)
 
 
-def _quoted(values: list[Any], specials: re.Pattern[str]) -> list[str]:
-    texts = [v if type(v) is str else "" for v in values]
-    if specials.search("".join(texts)) is None:
-        return texts
+def _quoted(texts: list[str], specials: re.Pattern[str]) -> list[str]:
     search = specials.search
+    # Most columns need no quotes at all; one search per few thousand values says so.
+    if not any(search("".join(texts[i:i + 4096])) for i in range(0, len(texts), 4096)):
+        return texts
     return ['"' + t.replace('"', '""') + '"' if search(t) else t for t in texts]
-
-
-def _pandas_cells(columns: dict[str, list[Any]], rows: int) -> Optional[list[list[str]]]:
-    """Each column's fields as pandas writes them, or None if they cannot be told apart."""
-    frame = _frame(columns)
-    text = frame.to_csv(index=False, header=False, lineterminator="\n")
-    lines = text.split("\n")[:-1]
-    if '"' not in text and len(lines) == rows:
-        # Nothing was quoted, so no field holds a comma or a line break.
-        return [list(column) for column in zip(*(line.split(",") for line in lines))]
-    out = []
-    for name in columns:
-        lines = frame[[name]].to_csv(index=False, header=False, lineterminator="\n").split("\n")[:-1]
-        if len(lines) != rows:  # a line break inside a field
-            return None
-        # csv quotes the empty field of a one-field row; in a wider row it is empty.
-        out.append(["" if line == '""' else line for line in lines])
-    return out

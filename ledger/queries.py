@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.fastread import (
@@ -52,7 +52,7 @@ def _compare(expr: Any, op: str, value: Any) -> ColumnElement[bool]:
 
 def _target(column: Optional[str], arg_key: Optional[str], read_as: Optional[str]) -> Any:
     if column is not None:
-        return COLUMNS[column]
+        return cast(COLUMNS[column], String) if read_as == "string" else COLUMNS[column]
     element = Run.args[arg_key]
     if read_as == "boolean":
         return element.as_boolean()
@@ -78,7 +78,7 @@ def compile_condition(cond: Condition) -> ColumnElement[bool]:
 def sort_expression(key: str) -> Any:
     """`lb_miou` ascending, `-lb_miou` descending; parsed arguments sort numerically."""
     parsed: SortKey = sort_key(key)
-    expr = _target(parsed.column, parsed.arg_key, "float")
+    expr = _target(parsed.column, parsed.arg_key, None if parsed.column else "float")
     expr = expr.desc() if parsed.descending else expr.asc()
     return expr.nulls_last()
 
@@ -129,10 +129,10 @@ class SessionReader:
     def get_run(self, name: str) -> Run:
         return get_run(self.session, name)
 
-    def flat_rows(self) -> list[tuple[Any, ...]]:
-        from ledger.export import flat_rows
+    def export_flat(self, fmt: str) -> str:
+        from ledger.export import export_flat
 
-        return flat_rows(self.session)
+        return export_flat(self.session, fmt)
 
 
 __all__ = [

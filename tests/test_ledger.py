@@ -179,6 +179,20 @@ def test_filters_compile_to_bound_parameters(seeded):
             names("lb_miou>high")
 
 
+def test_filters_read_numbers_as_text_for_contains_and_compare_times(seeded):
+    with transaction(seeded) as session:
+        def names(*where):
+            return [r.name for r in list_runs(session, where=list(where))]
+
+        assert names("lb_miou~0.62") == [NAMES[6], NAMES[8]]  # 0.62 and 0.6293
+        assert names("created_at>2000-01-01") == NAMES
+        assert names("created_at<=2000-01-01 12:00") == []
+        with pytest.raises(LedgerError, match="date and time"):
+            names("created_at>yesterday")
+        with pytest.raises(LedgerError, match="only be compared with = or !="):
+            names("status>None")
+
+
 def test_unknown_run_suggests_close_names(seeded):
     with transaction(seeded) as session:
         with pytest.raises(LedgerError, match="did you mean DeepLabV3_cosinelr"):
