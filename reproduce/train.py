@@ -139,7 +139,7 @@ def make_datasets(job: Job, data_dir: Path, cache_dir: Path) -> tuple[Any, Any, 
     return train_ds, val_ds, test_ds
 
 
-def _collate(batch: list[tuple]) -> tuple:
+def collate(batch: list[tuple]) -> tuple:
     # As the original: items collated as tuples, then images and masks stacked.
     columns = tuple(zip(*batch))
     return (torch.stack(columns[0]),) + tuple(
@@ -167,6 +167,34 @@ def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> N
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     loader_generator.set_state(state["loader"])
+
+
+def make_train_loader(job: Job, dataset: Any, generator: torch.Generator) -> DataLoader:
+    """Shuffled by `generator`, last partial batch dropped, as the original loader."""
+    return DataLoader(
+        dataset, batch_size=job.batch_size, shuffle=True, drop_last=job.train_drop_last,
+        num_workers=job.num_workers, collate_fn=collate, generator=generator,
+        worker_init_fn=_worker_init if job.num_workers else None,
+    )
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, *, job: Job, loss_fn: Any,
+               optimizer: Any, scaler: Any, scheduler: Any, device: torch.device, amp: bool,
+               channels_last: bool) -> torch.Tensor:
+    """One optimisation step on a collated batch (after CutMix); returns the loss."""
+    images = images.to(device, non_blocking=True)
+    masks = masks.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, enabled=amp):
+        loss = loss_fn(model(images), masks)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None and job.scheduler_step == "batch":
+        scheduler.step()
+    return loss
 
 
 def _better(metric: str, value: float, best: Optional[float]) -> bool:
@@ -202,13 +230,9 @@ def train(
     train_ds, val_ds, test_ds = make_datasets(job, data_dir, cache_dir)
     loader_generator = torch.Generator()
     loader_generator.manual_seed(job.seed)
-    train_loader = DataLoader(
-        train_ds, batch_size=job.batch_size, shuffle=True, drop_last=job.train_drop_last,
-        num_workers=job.num_workers, collate_fn=_collate, generator=loader_generator,
-        worker_init_fn=_worker_init if job.num_workers else None,
-    )
+    train_loader = make_train_loader(job, train_ds, loader_generator)
     val_loader = DataLoader(val_ds, batch_size=job.val_batch_size, shuffle=False, drop_last=job.val_drop_last,
-                            num_workers=job.num_workers, collate_fn=_collate)
+                            num_workers=job.num_workers, collate_fn=collate)
     if len(train_loader) == 0:
         raise DataError(f"{len(train_ds)} training images make no full batch of {job.batch_size}")
     if len(val_loader) == 0:
@@ -257,18 +281,9 @@ def train(
         for images, masks, _info in train_loader:
             if job.cutmix:
                 images, masks, _ = cutmix_batch(images, masks, prob=job.cutmix_prob, beta=job.cutmix_beta)
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, enabled=amp):
-                loss = train_loss_fn(model(images), masks)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None and job.scheduler_step == "batch":
-                scheduler.step()
+            loss = train_step(model, images, masks, job=job, loss_fn=train_loss_fn, optimizer=optimizer,
+                              scaler=scaler, scheduler=scheduler, device=device, amp=amp,
+                              channels_last=channels_last)
             step += 1
             seen += 1
             running += (loss.item() - running) / seen  # the epoch's running mean, as logged
@@ -352,7 +367,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, loss_fn: Any, device: t
 def write_submission(model: torch.nn.Module, dataset: Any, path: Path, device: torch.device, job: Job) -> Path:
     """The competition's CSV: image_id (the file name) and the 256x256 mask, row-major."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=job.val_batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
+    loader = DataLoader(dataset, batch_size=job.val_batch_size, shuffle=False, num_workers=0, collate_fn=collate)
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write("image_id,PredictionString\n")
