@@ -57,18 +57,12 @@ CPU_DEFAULTS = (64, 8, 3, 1)
 
 def seed_row(name: str, log: Path):
     """The row called `name` in a Markdown experiment log, as resolution takes it."""
-    from ledger.markdown import parse_document
-    from ledger.records import fields_from_cells
-    from reproduce.resolve import RowInput
+    from reproduce.resolve import rows_from_log
 
-    doc = parse_document(log.read_text(encoding="utf-8"))
-    names = []
-    for cells in doc.table.rows:
-        f = fields_from_cells(dict(zip(doc.table.headers, cells)), doc.table.headers)
-        if f["name"] == name:
-            return RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
-        names.append(f["name"])
-    raise SystemExit(f"no row {name!r} in {log}; rows: {', '.join(names)}")
+    rows = rows_from_log(log.read_text(encoding="utf-8"))
+    if name not in rows:
+        raise SystemExit(f"no row {name!r} in {log}; rows: {', '.join(rows)}")
+    return rows[name]
 
 
 def measure(job, device, *, steps: int, warmup: int) -> dict[str, Any]:

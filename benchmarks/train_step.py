@@ -31,14 +31,12 @@ from pathlib import Path
 
 import torch
 
-from ledger.markdown import parse_document
-from ledger.records import fields_from_cells
 from reproduce.cutmix import cutmix_batch
 from reproduce.demo import make_demo_dataset
 from reproduce.job import Job
 from reproduce.losses import build_loss
 from reproduce.optim import build_optimizer
-from reproduce.resolve import DEMO_PROFILE, RowInput, resolve
+from reproduce.resolve import DEMO_PROFILE, resolve
 from reproduce.train import (
     Hooks, build_seeded_model, make_train_loader, configure_precision, make_datasets, select_device, train,
 )
@@ -51,16 +49,14 @@ DEFAULT_RUN = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
 Sample = tuple[float, float]  # (wall s, process CPU s) of one step
 
 
-def seed_row(name: str, log: Path) -> RowInput:
+def seed_row(name: str, log: Path):
     """The row called `name` in a Markdown experiment log, as resolution takes it."""
-    doc = parse_document(log.read_text(encoding="utf-8"))
-    names = []
-    for cells in doc.table.rows:
-        f = fields_from_cells(dict(zip(doc.table.headers, cells)), doc.table.headers)
-        if f["name"] == name:
-            return RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
-        names.append(f["name"])
-    raise SystemExit(f"no row {name!r} in {log}; rows: {', '.join(names)}")
+    from reproduce.resolve import rows_from_log
+
+    rows = rows_from_log(log.read_text(encoding="utf-8"))
+    if name not in rows:
+        raise SystemExit(f"no row {name!r} in {log}; rows: {', '.join(rows)}")
+    return rows[name]
 
 
 class Interleaved(Hooks):

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from ledger.args import parse_arguments
 from ledger.db import LedgerError
-from ledger.markdown import MarkdownError, parse_document, split_row
+from ledger.markdown import MarkdownError, parse_document
 from ledger.models import Document, Import, Run
-from ledger.records import fields_from_cells, is_experiment_table, parse_lb, parse_links, roles_for
+from ledger.records import fields_from_cells, is_experiment_table, parse_lb, parse_links
 
 FORMATS = ("md", "csv", "json")
 

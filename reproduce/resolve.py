@@ -68,6 +68,19 @@ class RowInput:
     kind: str = "logged"
 
 
+def rows_from_log(text: str) -> dict[str, RowInput]:
+    """Every row of a Markdown experiment log, by name, as resolution takes it (no ledger needed)."""
+    from ledger.markdown import parse_document
+    from ledger.records import fields_from_cells, is_experiment_table
+
+    table = parse_document(text, accept=is_experiment_table).table
+    rows = {}
+    for cells in table.rows:
+        f = fields_from_cells(dict(zip(table.headers, cells)), table.headers)
+        rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
+    return rows
+
+
 def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
             profile: Optional[Mapping[str, Any]] = None, profile_name: str = "") -> ResolvedJob:
     """Resolve a row into a complete job.

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import ledger.cli_analysis  # noqa: F401  (registers the commands until ledger.cli imports it)
 from conftest import SEED, SEED_V2
 from ledger import analysis, cli_analysis
 from ledger.cli import app

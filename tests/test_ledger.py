@@ -4,7 +4,6 @@ LEDGER_TEST_PG_URL is set) PostgreSQL alike."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select

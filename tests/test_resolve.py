@@ -8,22 +8,11 @@ import pytest
 
 from conftest import SEED
 from ledger.args import parse_arguments
-from ledger.markdown import parse_document
-from ledger.records import fields_from_cells
 from reproduce.job import JOB_FIELDS, Job
-from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve
+from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve, rows_from_log
 
 
-def seed_rows() -> dict[str, RowInput]:
-    doc = parse_document(SEED.read_text(encoding="utf-8"))
-    rows = {}
-    for cells in doc.table.rows:
-        f = fields_from_cells(dict(zip(doc.table.headers, cells)), doc.table.headers)
-        rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
-    return rows
-
-
-ROWS = seed_rows()
+ROWS = rows_from_log(SEED.read_text(encoding="utf-8"))
 
 # name: (code_state, backbone, encoder_weights, t_max, step, criterion1, criterion2, multi_loss, focal_gamma,
 #        hflip_p, rotate_p, brightness_contrast_p, cutout_p, clahe_p, augment_mask, cutmix, cutmix_prob,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO, RUNS_DB, SEED
 from ledger.db import open_ledger, transaction
