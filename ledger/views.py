@@ -43,6 +43,37 @@ def runs_table(rows: Iterable[tuple[AnyRun, int]]) -> Table:
 _STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "blue", "queued": "dim"}
 
 
+def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line each for the job, its conflicts, the environment and the data of a run ledger ran."""
+    facts = []
+    record = details.get("job") or {}
+    job = record.get("job") or {}
+    if job:
+        overridden = sorted(f for f, p in (record.get("provenance") or {}).items() if p.get("source") == "override")
+        facts.append(("Job", f"{job.get('model')} on {job.get('backbone')}, code state {job.get('code_state')}, "
+                             f"{job.get('num_epochs')} epochs at {job.get('image_size')}px"
+                             + (f"; overridden: {', '.join(overridden)}" if overridden else "")))
+        for conflict in record.get("conflicts") or []:
+            facts.append(("Conflict", f"{conflict['field']}={conflict['chosen']!r} ({conflict['chosen_source']}) "
+                                      f"over {conflict['alternative']!r} ({conflict['alternative_source']})"))
+        if record.get("forked_from"):
+            facts.append(("Forked from", str(record["forked_from"])))
+    env = details.get("environment") or {}
+    if env:
+        git = env.get("git") or {}
+        commit = (git.get("commit") or "unknown")[:12] + (" (dirty tree)" if git.get("dirty") else "")
+        device = env.get("device") or "?"
+        gpus = ", ".join(env.get("gpu") or []) or "no GPU"
+        facts.append(("Environment", f"Python {env.get('python')}, torch {env.get('torch')}, {device} ({gpus}), "
+                                     f"ledger commit {commit}"))
+    data = details.get("data_fingerprint") or {}
+    if data:
+        splits = ", ".join(f"{name} {info.get('sha256', '')[:10]} ({info.get('images')} images)"
+                           for name, info in (data.get("splits") or {}).items())
+        facts.append(("Data", splits))
+    return facts
+
+
 def run_view(details: dict[str, Any]) -> Group:
     parts: list[Any] = []
     head = Text(details["name"], style="bold")
@@ -63,7 +94,13 @@ def run_view(details: dict[str, Any]) -> Group:
             continue
         if key == "source" and details.get("source_row"):
             value = f"{value}, row {details['source_row']}"
+        elif key in ("lb_miou", "val_miou", "lb_val_miou"):
+            value = f"{value:.4f}"
+        elif key == "duration_s":
+            value = f"{value:.1f}"
         facts.add_row(label, Text(str(value)))
+    for label, value in _job_facts(details):
+        facts.add_row(label, Text(value))
     for link in details.get("links") or []:
         facts.add_row("W&B", Text(link, style="link " + link if link.startswith("http") else ""))
     for child in details.get("children") or []:

@@ -45,7 +45,9 @@ class Tracker:
             return
         import wandb
 
-        settings = wandb.Settings(silent=True, console="off", init_timeout=60, x_disable_stats=True)
+        # The environment already records the project commit; W&B's own git probe only warns
+        # when the run folder is outside a checkout.
+        settings = wandb.Settings(silent=True, console="off", init_timeout=60, x_disable_stats=True, disable_git=True)
         self.run = wandb.init(
             project=job.wandb_project, entity=job.wandb_entity if self.mode == "online" else None,
             group=job.wandb_group, name=job.wandb_name, config=config, dir=str(run_dir), mode=self.mode,
