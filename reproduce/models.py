@@ -222,6 +222,7 @@ def _smp_efficientnet(job: Job) -> nn.Module:
             raise ValueError(
                 f"unknown weights {weights!r} for {job.backbone}; known: {', '.join(known)}"
             )
+        prefer_cache_when_offline()
         try:
             return get_encoder(job.backbone, weights=weights)
         except Exception as exc:
@@ -239,6 +240,8 @@ def _timm_efficientnet(job: Job) -> nn.Module:
     # The default 1000-class classifier is built, as the original did, so that the
     # random stream (and so the head's initialisation) matches; it is never used.
     download = job.pretrained and not job.weights_path
+    if download:
+        prefer_cache_when_offline()
     try:
         net = timm.create_model(name, pretrained=download, drop_path_rate=0.0)
     except Exception as exc:
@@ -312,6 +315,26 @@ def _sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
+def prefer_cache_when_offline() -> None:
+    """Without a route to the weights hub, use only its local cache.
+
+    huggingface_hub otherwise retries for about a minute before giving up; a failed
+    name lookup of the hub answers in milliseconds, and cached weights still load.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        constants.HF_HUB_OFFLINE = True
+
+
 def _unavailable(name: str) -> WeightsUnavailable:
     return WeightsUnavailable(
         f"pretrained weights for {name} could not be downloaded; pass --weights PATH or --no-pretrained"
@@ -357,6 +380,8 @@ def _build_smp_model(job: Job) -> nn.Module:
         )
     _check_smp_encoder(job.backbone)
     weights = _smp_encoder_weights(job) if job.pretrained and not job.weights_path else None
+    if weights is not None:
+        prefer_cache_when_offline()
     try:
         model = smp.create_model(
             arch=job.model,

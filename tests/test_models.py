@@ -267,3 +267,15 @@ def test_backbone_weight_url():
         make_job(model="Unet", backbone="timm-efficientnet-b3", pretrained=True, encoder_weights="noisy-student")
     )
     assert "timm-efficientnet-b3.noisy-student" in unet
+
+
+def test_an_unreachable_hub_switches_to_the_local_cache(monkeypatch):
+    from huggingface_hub import constants
+
+    def no_route(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_route)
+    models.prefer_cache_when_offline()
+    assert constants.HF_HUB_OFFLINE is True
