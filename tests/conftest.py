@@ -99,3 +99,47 @@ def db_url(request, tmp_path) -> str:
     with admin.begin() as conn:
         conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+def cli(*args, **kwargs):
+    """Run a `ledger` command in-process, as a user would from the shell."""
+    from typer.testing import CliRunner
+
+    from ledger.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+@pytest.fixture
+def seeded_db() -> Path:
+    """This test's ledger (LEDGER_DB) holding the seed log, imported through the CLI."""
+    result = cli("import", SEED)
+    assert result.exit_code == 0, result.output
+    path = Path(os.environ["LEDGER_DB"])
+    # Move everything from the write-ahead log into the file, so that byte comparisons
+    # see the data, not a checkpoint that a later connection happens to run.
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def engine(db_url):
+    from ledger.db import open_ledger
+
+    engine = open_ledger(db_url, create=True)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def seeded_engine(engine):
+    """An engine on a ledger holding the seed log, on each database of `db_url`."""
+    from ledger.db import transaction
+    from ledger.importer import import_file
+
+    with transaction(engine) as session:
+        import_file(session, SEED)
+    return engine

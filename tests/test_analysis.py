@@ -25,20 +25,6 @@ SMOOTH = "label_smoothing_dual_loss_histogram_equalization"
 B5 = "backbone_b5ns_label_smoothong_normalization"
 
 
-@pytest.fixture
-def engine(tmp_path):
-    engine = open_ledger(f"sqlite:///{tmp_path / 'analysis.db'}", create=True)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def seeded(engine):
-    with transaction(engine) as session:
-        import_file(session, SEED)
-    return engine
-
-
 def load(engine, text: str, tmp_path: Path):
     log = tmp_path / "log.md"
     log.write_text(text, encoding="utf-8")
@@ -84,8 +70,8 @@ def add_reproduction(session, parent: str, name: str, *, val=None, lb_val=None, 
 # --------------------------------------------------------------------- compare
 
 
-def test_compare_backbone_ns_with_multiple_aug(seeded):
-    with transaction(seeded) as session:
+def test_compare_backbone_ns_with_multiple_aug(seeded_engine):
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [NS, MULTI]).to_dict()
     assert [(a["key"], a["values"], a["present"]) for a in cmp["arguments"]] == [
         ("criterion", ["cross_entropy", None], [True, False]),
@@ -120,8 +106,8 @@ def test_compare_backbone_ns_with_multiple_aug(seeded):
     assert [r["job_error"] for r in cmp["runs"]] == [None, None]
 
 
-def test_compare_all_fields_and_lb_deltas(seeded):
-    with transaction(seeded) as session:
+def test_compare_all_fields_and_lb_deltas(seeded_engine):
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [ADDED_AUG, MULTI, SMOOTH], all_fields=True).to_dict()
     keys = [a["key"] for a in cmp["arguments"]]
     assert keys == sorted(keys) and "batch_size" in keys and "seed" in keys and "criterion" in keys
@@ -131,8 +117,8 @@ def test_compare_all_fields_and_lb_deltas(seeded):
     assert lb["deltas"][0] is None and lb["deltas"][1:] == [pytest.approx(0.02), pytest.approx(0.01)]
 
 
-def test_compare_names_a_row_that_cannot_be_resolved(seeded):
-    with transaction(seeded) as session:
+def test_compare_names_a_row_that_cannot_be_resolved(seeded_engine):
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [B5, "Ensemble"]).to_dict()
     assert cmp["runs"][1]["job_error"] == (
         "Ensemble has no recorded arguments (an ensemble of other runs' predictions): there is no training job to rebuild"
@@ -146,8 +132,8 @@ def test_compare_names_a_row_that_cannot_be_resolved(seeded):
     ([NS, NS], f"{NS!r} is given twice"),
     ([NS, "multiple_aug"], "no run named 'multiple_aug'; did you mean multiple_aug_with_multi_loss?"),
 ])
-def test_compare_user_errors(seeded, names, message):
-    with transaction(seeded) as session, pytest.raises(LedgerError) as exc:
+def test_compare_user_errors(seeded_engine, names, message):
+    with transaction(seeded_engine) as session, pytest.raises(LedgerError) as exc:
         compare_runs(session, names)
     assert str(exc.value) == message
 
@@ -160,13 +146,13 @@ DATA_B = {"splits": {"train.json": {"sha256": "cc", "images": 12}, "val.json": {
           "total_images": 667}
 
 
-def test_reproduction_against_its_original(seeded):
-    with transaction(seeded) as session:
+def test_reproduction_against_its_original(seeded_engine):
+    with transaction(seeded_engine) as session:
         get_run(session, MULTI).val_miou = 0.55
         add_reproduction(session, MULTI, "r_same", val=0.556, lb_val=0.61, environment=ENV_A, fingerprint=DATA_A)
         add_reproduction(session, MULTI, "r_demo", val=0.2, overrides={"num_epochs": 2, "image_size": 128},
                          environment=ENV_B, fingerprint=DATA_B)
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [MULTI, "r_same", "r_demo"]).to_dict()
     same, demo = cmp["agreements"]
     assert same["agrees"] is True and same["same_job"] is True and same["original_hash"] == same["reproduction_hash"]
@@ -190,7 +176,7 @@ def test_reproduction_against_its_original(seeded):
     ]
     assert cmp["runs"][2]["overridden"] == ["image_size", "num_epochs"]
 
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         wide = compare_runs(session, [MULTI, "r_same"], tol=0.005).to_dict()
         siblings = compare_runs(session, ["r_same", "r_demo"]).to_dict()
     assert wide["agreements"][0]["agrees"] is False and wide["agreements"][0]["metrics"][0]["within_tol"] is False
@@ -198,10 +184,10 @@ def test_reproduction_against_its_original(seeded):
     assert siblings["data"][-1] == {"key": "total_images", "values": [3272, 667]}
 
 
-def test_reproduction_without_a_score_on_both_cannot_be_told_to_agree(seeded):
-    with transaction(seeded) as session:
+def test_reproduction_without_a_score_on_both_cannot_be_told_to_agree(seeded_engine):
+    with transaction(seeded_engine) as session:
         add_reproduction(session, NS, "ns_repro", val=0.5)  # the logged row has no val mIoU
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         (result,) = compare_runs(session, [NS, "ns_repro"]).agreements
     assert (result.agrees, result.same_job, result.metrics) == (None, True, [])
 
@@ -212,13 +198,13 @@ def _repeats(session, parent, values, start=0):
                          fingerprint=DATA_A)
 
 
-def test_seed_repeats_mean_spread_and_whether_a_delta_exceeds_it(seeded):
-    with transaction(seeded) as session:
+def test_seed_repeats_mean_spread_and_whether_a_delta_exceeds_it(seeded_engine):
+    with transaction(seeded_engine) as session:
         _repeats(session, ADDED_AUG, [0.50, 0.51, 0.52])
         _repeats(session, MULTI, [0.60, 0.61, 0.59])
         _repeats(session, SMOOTH, [0.605, 0.615])
         add_reproduction(session, MULTI, "multi_demo", val=0.1, overrides={"image_size": 128})
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [ADDED_AUG, MULTI, SMOOTH]).to_dict()
     first, second, third = cmp["repeats"]
     assert (first["n"], first["mean"], first["std"]) == (3, pytest.approx(0.51), pytest.approx(0.01))
@@ -228,11 +214,11 @@ def test_seed_repeats_mean_spread_and_whether_a_delta_exceeds_it(seeded):
     assert cmp["repeat_deltas"][1] == {"delta": pytest.approx(0.09), "spread": pytest.approx(0.02), "exceeds": True}
     assert cmp["repeat_deltas"][2]["exceeds"] is True
 
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         own = compare_runs(session, [MULTI, "multiple_aug_s1"]).to_dict()
     assert own["repeats"][0] == own["repeats"][1] and own["repeat_deltas"] == [None, None]
 
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         entries = {e.name: e for e in history(session)}
     assert entries["multiple_aug_s1"].overrides == {"seed": 43} and entries["multi_demo"].overrides == {"image_size": 128}
     assert entries[MULTI].repeats["n"] == 3
@@ -246,8 +232,8 @@ def test_seed_repeats_mean_spread_and_whether_a_delta_exceeds_it(seeded):
 # --------------------------------------------------------------------- history
 
 
-def test_history_of_the_seed(seeded):
-    with transaction(seeded) as session:
+def test_history_of_the_seed(seeded_engine):
+    with transaction(seeded_engine) as session:
         entries = history(session)
     summary = [
         (e.name, e.previous, e.lb_miou, None if e.lb_delta is None else round(e.lb_delta, 4), e.changes, e.confounded,
@@ -343,7 +329,7 @@ def findings(engine, **kw):
     return [(f.row, f.run, f.severity, f.code, f.message) for f in report.findings]
 
 
-def test_check_finds_every_contradiction_in_the_seed_and_nothing_else(seeded):
+def test_check_finds_every_contradiction_in_the_seed_and_nothing_else(seeded_engine):
     # By hand: row 2 is named focal but trained with cross entropy; rows 2 and 4 log the same
     # run_name, neither their own; rows 8 and 9 say label smoothing (9: instead of the dual
     # loss) while their arguments record cross_entropy + focal, and row 9's arguments are row
@@ -351,17 +337,17 @@ def test_check_finds_every_contradiction_in_the_seed_and_nothing_else(seeded):
     # (T_max 10 in their code), row 2's "tmax : 2 -> 10", row 3's focal gamma 0, row 5's
     # cutmix=True, row 6's "weight_decay 0.0001으로 변경" (row 5 had 1e-06) and its flip,
     # row 7's gamma=0.75 and p=0.3 augmentations, the dual/multi loss of rows 7 and 8.
-    assert findings(seeded) == SEED_FINDINGS
-    with transaction(seeded) as session:
+    assert findings(seeded_engine) == SEED_FINDINGS
+    with transaction(seeded_engine) as session:
         report = check_ledger(session)
     assert (report.errors, report.warnings) == (1, 7)
 
 
-def test_check_on_the_corrected_log(seeded):
-    with transaction(seeded) as session:
+def test_check_on_the_corrected_log(seeded_engine):
+    with transaction(seeded_engine) as session:
         import_file(session, SEED_V2)
     # The corrected row 9 no longer contradicts itself; the new rows have none.
-    assert findings(seeded) == SEED_FINDINGS[:5]
+    assert findings(seeded_engine) == SEED_FINDINGS[:5]
 
 
 def test_check_names_the_arguments_deny(engine, tmp_path):
@@ -444,8 +430,8 @@ def test_check_shared_links(engine, tmp_path):
     assert findings(engine) == [(2, "b", "error", "link-shared", f"the W&B link {url} is also on row 1 (a)")]
 
 
-def test_check_reproductions_against_original_and_siblings(seeded):
-    with transaction(seeded) as session:
+def test_check_reproductions_against_original_and_siblings(seeded_engine):
+    with transaction(seeded_engine) as session:
         get_run(session, MULTI).val_miou = 0.55
         add_reproduction(session, MULTI, "r1", val=0.555)
         add_reproduction(session, MULTI, "r2", val=0.58, overrides={"seed": 43})
@@ -456,31 +442,31 @@ def test_check_reproductions_against_original_and_siblings(seeded):
         # Its original's contradictions (named focal, another run_name) are not reported again.
         add_reproduction(session, "DeepLabV3_cosinelr_tmax_10_focal", "DeepLabV3_cosinelr_tmax_10_focal_repro1",
                          val=0.3)
-    extra = findings(seeded)[len(SEED_FINDINGS):]
+    extra = findings(seeded_engine)[len(SEED_FINDINGS):]
     assert extra == [
         (12, "r2", "warning", "reproduction-disagrees",
          f"val mIoU 0.5800 differs by +0.0300 from the original's 0.5500 (row 7 ({MULTI})), more than the tolerance 0.01"),
         (12, "r2", "warning", "repeats-disagree",
          "val mIoU 0.5800; its 2 sibling repeats range 0.5550..0.5800 (mean 0.5675), wider than the tolerance 0.01: r1, r2"),
     ]
-    assert findings(seeded, tol=0.05) == SEED_FINDINGS
+    assert findings(seeded_engine, tol=0.05) == SEED_FINDINGS
 
 
-def test_check_rejects_a_negative_tolerance(seeded):
-    with transaction(seeded) as session, pytest.raises(LedgerError, match="--tol must be 0 or more"):
+def test_check_rejects_a_negative_tolerance(seeded_engine):
+    with transaction(seeded_engine) as session, pytest.raises(LedgerError, match="--tol must be 0 or more"):
         check_ledger(session, tol=-1)
 
 
 # ------------------------------------------------------------------------- set
 
 
-def test_set_score_note_and_link_round_trip_through_export(seeded, tmp_path):
+def test_set_score_note_and_link_round_trip_through_export(seeded_engine, tmp_path):
     url = "https://wandb.ai/pstage12/jaesub/runs/zz99zz99"
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         result = set_run(session, NS, lb=0.615, note="resubmitted with TTA", link=url)
     assert result.changed == ["notes", "lb_miou", "links"]
     assert result.notes == "best LB score. resubmitted with TTA. lb mIoU : 0.615"
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         run = get_run(session, NS)
         assert run.lb_miou == 0.615 and run.links[-1] == url and len(run.links) == 2
         text = export_markdown(session)
@@ -507,10 +493,10 @@ def test_set_score_note_and_link_round_trip_through_export(seeded, tmp_path):
     fresh.dispose()
 
 
-def test_set_changes_only_its_row_in_the_export(seeded):
-    with transaction(seeded) as session:
+def test_set_changes_only_its_row_in_the_export(seeded_engine):
+    with transaction(seeded_engine) as session:
         set_run(session, B5, note="재제출")
-    before, after = SEED.read_text(encoding="utf-8").splitlines(), _export(seeded).splitlines()
+    before, after = SEED.read_text(encoding="utf-8").splitlines(), _export(seeded_engine).splitlines()
     assert [i for i, (a, b) in enumerate(zip(before, after)) if a != b] == [14]
     assert split_row(after[14])[5] == ("histogram equalization 제거 및 /255. 대신 normalization 적용, dual loss 대신 "
                                        "label smoothing loss 적용, augmentation에 cutout, clache 추가. lb mIoU : 0.6293 "
@@ -522,12 +508,12 @@ def _export(engine) -> str:
         return export_markdown(session)
 
 
-def test_set_lb_already_in_the_notes_adds_no_text(seeded):
-    with transaction(seeded) as session:
+def test_set_lb_already_in_the_notes_adds_no_text(seeded_engine):
+    with transaction(seeded_engine) as session:
         result = set_run(session, MULTI, lb=0.62)
     assert result.changed == []
-    assert _export(seeded).encode("utf-8") == SEED.read_bytes()
-    with transaction(seeded) as session:
+    assert _export(seeded_engine).encode("utf-8") == SEED.read_bytes()
+    with transaction(seeded_engine) as session:
         result = set_run(session, "DeepLabV3_cosinelr", lb=0.55)
     assert result.changed == ["lb_miou", "notes"] and result.notes == "lb mIoU : 0.55"
 
@@ -550,20 +536,20 @@ def test_set_with_an_lb_column_writes_the_column_not_the_notes(engine, tmp_path)
     ({"link": "https://wandb.ai/pstage12/jaesub/runs/3l1vdffh"},
      "the link https://wandb.ai/pstage12/jaesub/runs/3l1vdffh is already on the run 'DeepLabV3_cosinelr'"),
 ])
-def test_set_user_errors_change_nothing(seeded, kwargs, message):
-    with pytest.raises(LedgerError) as exc, transaction(seeded) as session:
+def test_set_user_errors_change_nothing(seeded_engine, kwargs, message):
+    with pytest.raises(LedgerError) as exc, transaction(seeded_engine) as session:
         set_run(session, MULTI, **kwargs)
     assert str(exc.value) == message
-    assert _export(seeded).encode("utf-8") == SEED.read_bytes()
+    assert _export(seeded_engine).encode("utf-8") == SEED.read_bytes()
 
 
-def test_set_same_link_twice_is_a_no_op(seeded):
+def test_set_same_link_twice_is_a_no_op(seeded_engine):
     url = "https://wandb.ai/pstage12/jaesub/runs/3pc85tth?workspace=user-shjas94"
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         assert set_run(session, MULTI, link=url).changed == []
 
 
-def test_runtime_fields_are_not_compared_without_all(seeded):
-    with transaction(seeded) as session:
+def test_runtime_fields_are_not_compared_without_all(seeded_engine):
+    with transaction(seeded_engine) as session:
         cmp = compare_runs(session, [NS, MULTI]).to_dict()
     assert not {j["field"] for j in cmp["job"]} & RUNTIME_FIELDS

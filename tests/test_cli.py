@@ -4,37 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
+from conftest import SEED, cli
 
-from conftest import SEED
-from ledger.cli import app
-
-runner = CliRunner()
+ledger = cli
 
 
-def ledger(*args: str, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-@pytest.fixture
-def seeded():
-    result = ledger("import", SEED)
-    assert result.exit_code == 0, result.output
-    path = Path(os.environ["LEDGER_DB"])
-    # Move everything from the write-ahead log into the file, so that byte comparisons
-    # below see the data, not a checkpoint that a later connection happens to run.
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path
-
-
-def test_import_reports_and_list_shows_the_log(seeded):
+def test_import_reports_and_list_shows_the_log(seeded_db):
     result = ledger("list", "--json")
     assert result.exit_code == 0
     runs = json.loads(result.stdout)
@@ -43,27 +19,27 @@ def test_import_reports_and_list_shows_the_log(seeded):
     assert "multiple_aug_with_multi_loss" in table and "0.6293" in table
 
 
-def test_import_report_counts(seeded):
+def test_import_report_counts(seeded_db):
     result = ledger("import", SEED, "--json")
     report = json.loads(result.stdout)
     assert (len(report["added"]), len(report["changed"]), len(report["unchanged"])) == (0, 0, 10)
 
 
-def test_export_is_byte_identical(seeded, tmp_path):
+def test_export_is_byte_identical(seeded_db, tmp_path):
     assert ledger("export").stdout_bytes == SEED.read_bytes()
     out = tmp_path / "log.md"
     assert ledger("export", "-o", out).exit_code == 0
     assert out.read_bytes() == SEED.read_bytes()
 
 
-def test_export_csv_has_argument_columns(seeded):
+def test_export_csv_has_argument_columns(seeded_db):
     text = ledger("export", "--format", "csv").stdout
     header = text.splitlines()[0].split(",")
     assert header[0] == "name" and "args.weight_decay" in header
     assert len(text.splitlines()) > 10
 
 
-def test_show_json_and_table(seeded):
+def test_show_json_and_table(seeded_db):
     result = ledger("show", "multiple_aug_with_multi_loss", "--json")
     details = json.loads(result.stdout)
     assert details["arguments"]["criterion2"] == "focal" and details["lb_miou"] == 0.62
@@ -72,7 +48,7 @@ def test_show_json_and_table(seeded):
     assert "criterion2" in table and "0.5*focal_loss(gamma=0.75)" in table
 
 
-def test_unknown_run_is_one_clear_line(seeded):
+def test_unknown_run_is_one_clear_line(seeded_db):
     result = ledger("show", "DeepLabV3_cosinlr")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
@@ -91,7 +67,7 @@ def test_markup_in_notes_prints_literally(tmp_path):
     assert "r1" in ledger("list").stdout
 
 
-def test_db_option_beats_environment(seeded, tmp_path):
+def test_db_option_beats_environment(seeded_db, tmp_path):
     other = tmp_path / "other.db"
     assert ledger("import", SEED, "--db", other).exit_code == 0
     assert other.exists()
@@ -105,21 +81,21 @@ def test_read_commands_do_not_create_a_ledger(tmp_path):
     assert not missing.exists()
 
 
-def test_dry_run_writes_nothing(seeded, tmp_path):
-    before = hashlib.sha256(seeded.read_bytes()).hexdigest()
+def test_dry_run_writes_nothing(seeded_db, tmp_path):
+    before = hashlib.sha256(seeded_db.read_bytes()).hexdigest()
     updated = tmp_path / "v2.md"
     updated.write_text(SEED.read_text(encoding="utf-8").replace("best LB score", "best LB score (corrected)"), encoding="utf-8")
     result = ledger("import", updated, "--dry-run", "--json")
     assert json.loads(result.stdout)["changed"] == ["DeepLabV3_cosinelr_tmax_10_backbone_ns"]
-    assert hashlib.sha256(seeded.read_bytes()).hexdigest() == before
+    assert hashlib.sha256(seeded_db.read_bytes()).hexdigest() == before
     assert json.loads(ledger("show", "DeepLabV3_cosinelr_tmax_10_backbone_ns", "--json").stdout)["notes"] == "best LB score"
 
 
-def test_bad_import_leaves_ledger_byte_identical(seeded, tmp_path):
+def test_bad_import_leaves_ledger_byte_identical(seeded_db, tmp_path):
     bad = tmp_path / "bad.md"
     bad.write_text("| Run Name |\n| --- |\n| a |\n| a |\n", encoding="utf-8")
     # The database and its write-ahead log; -shm is only a shared-memory index.
-    data = [seeded, seeded.with_name("ledger.db-wal")]
+    data = [seeded_db, seeded_db.with_name("ledger.db-wal")]
     files = [p.read_bytes() if p.exists() else None for p in data]
     result = ledger("import", bad)
     assert result.exit_code == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.output
@@ -133,7 +109,7 @@ def test_failed_first_import_leaves_no_file(tmp_path):
     assert not target.exists()
 
 
-def test_list_filters_and_limit(seeded):
+def test_list_filters_and_limit(seeded_db):
     runs = json.loads(ledger("list", "--json", "--where", "lr=0.0001", "--where", "lb_miou>0.6").stdout)
     assert [r["name"] for r in runs] == ["multiple_aug_with_multi_loss",
                                          "label_smoothing_dual_loss_histogram_equalization",

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import SEED, SEED_V2
+from conftest import SEED, SEED_V2, cli
 from ledger import analysis, cli_analysis
-from ledger.cli import app
 from ledger.markdown import split_row
 
-runner = CliRunner()
+ledger = cli
 NS = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
 MULTI = "multiple_aug_with_multi_loss"
 
 
-def ledger(*args: str, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-@pytest.fixture
-def seeded():
-    result = ledger("import", SEED)
-    assert result.exit_code == 0, result.output
-    return Path(os.environ["LEDGER_DB"])
-
-
-def test_compare_json_lists_the_differences(seeded):
+def test_compare_json_lists_the_differences(seeded_db):
     result = ledger("compare", NS, MULTI, "--json")
     assert result.exit_code == 0, result.output
     cmp = json.loads(result.stdout)
@@ -49,7 +34,7 @@ def test_compare_json_lists_the_differences(seeded):
     assert cmp["tol"] == 0.01
 
 
-def test_compare_table_and_markdown(seeded):
+def test_compare_table_and_markdown(seeded_db):
     table = ledger("compare", NS, MULTI).stdout
     for text in ("criterion1", "—", "1e-06", "0.75 (notes)", "t_max", "10 (code-state)", "0.6200"):
         assert text in table
@@ -86,13 +71,13 @@ def test_compare_markdown_escapes_pipes_and_table_prints_markup_literally(tmp_pa
     (["set", MULTI], "error: nothing to set: pass --lb, --note or --link"),
     (["set", "nope", "--lb", "0.5"], "error: no run named 'nope'"),
 ])
-def test_user_errors_are_one_line(seeded, args, message):
+def test_user_errors_are_one_line(seeded_db, args, message):
     result = ledger(*args)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [message]
 
 
-def test_history_json_table_and_markdown(seeded):
+def test_history_json_table_and_markdown(seeded_db):
     entries = json.loads(ledger("history", "--json").stdout)
     assert [(e["name"], e["confounded"]) for e in entries][-4:] == [
         (MULTI, True), ("label_smoothing_dual_loss_histogram_equalization", True),
@@ -120,7 +105,7 @@ def test_history_json_table_and_markdown(seeded):
     assert "5-fold 학습 \\| fold별 best checkpoint 앙상블" in kfold and "| 0.6412 | +0.0024 |" in kfold
 
 
-def test_check_exits_1_on_errors(seeded):
+def test_check_exits_1_on_errors(seeded_db):
     result = ledger("check", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
@@ -144,7 +129,7 @@ def test_check_passes_on_a_consistent_log(tmp_path):
     assert json.loads(ledger("check", "--json").stdout) == {"findings": [], "errors": 0, "warnings": 0}
 
 
-def test_set_then_export(seeded):
+def test_set_then_export(seeded_db):
     result = ledger("set", NS, "--lb", "0.615", "--note", "resubmitted", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {

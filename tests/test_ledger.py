@@ -29,20 +29,6 @@ NAMES = [
 ]
 
 
-@pytest.fixture
-def engine(db_url):
-    engine = open_ledger(db_url, create=True)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def seeded(engine):
-    with transaction(engine) as session:
-        import_file(session, SEED)
-    return engine
-
-
 def dump(engine) -> list[dict]:
     """Everything the ledger holds about its runs and document, minus timestamps."""
     with transaction(engine) as session:
@@ -62,12 +48,12 @@ def export(engine, fmt: str = "md") -> str:
         return export_markdown(session) if fmt == "md" else export_flat(session, fmt)
 
 
-def test_seed_round_trips_byte_for_byte(seeded):
-    assert export(seeded).encode("utf-8") == SEED.read_bytes()
+def test_seed_round_trips_byte_for_byte(seeded_engine):
+    assert export(seeded_engine).encode("utf-8") == SEED.read_bytes()
 
 
-def test_seed_rows_are_parsed(seeded):
-    with transaction(seeded) as session:
+def test_seed_rows_are_parsed(seeded_engine):
+    with transaction(seeded_engine) as session:
         runs = list_runs(session)
         assert [r.name for r in runs] == NAMES
         first, ensemble = runs[0], runs[-1]
@@ -80,26 +66,26 @@ def test_seed_rows_are_parsed(seeded):
         assert all(r.args_status == "ok" for r in runs[:-1])
 
 
-def test_reimport_changes_nothing(seeded):
-    before = dump(seeded)
-    with transaction(seeded) as session:
+def test_reimport_changes_nothing(seeded_engine):
+    before = dump(seeded_engine)
+    with transaction(seeded_engine) as session:
         report = import_file(session, SEED)
     assert report.added == [] and report.changed == [] and report.unchanged == NAMES
-    assert dump(seeded) == before
+    assert dump(seeded_engine) == before
 
 
-def test_updated_log_merges_and_keeps_identity(seeded):
-    with transaction(seeded) as session:
+def test_updated_log_merges_and_keeps_identity(seeded_engine):
+    with transaction(seeded_engine) as session:
         original = get_run(session, "backbone_b5ns_label_smoothong_normalization")
         original_id = original.id
         session.add(Run(name="repro_1", position=99, kind="reproduction", parent_id=original_id, links=[],
                         args_status="none", status="finished", val_miou=0.5))
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         report = import_file(session, SEED_V2)
     assert report.added == ["backbone_b5ns_kfold", "backbone_b5ns_tta"]
     assert report.changed == ["backbone_b5ns_label_smoothong_normalization"]
     assert len(report.unchanged) == 9 and report.layout == "replaced"
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         corrected = get_run(session, "backbone_b5ns_label_smoothong_normalization")
         assert corrected.id == original_id
         assert corrected.args["criterion1"] == "label_smoothing" and corrected.args["multi_loss"] is False
@@ -110,10 +96,10 @@ def test_updated_log_merges_and_keeps_identity(seeded):
         assert "5-fold 학습 | fold별" in kfold.notes
         assert [r.name for r in list_runs(session)][-3:] == ["backbone_b5ns_kfold", "backbone_b5ns_tta", "repro_1"]
         session.delete(child)
-    assert export(seeded).encode("utf-8") == SEED_V2.read_bytes()
+    assert export(seeded_engine).encode("utf-8") == SEED_V2.read_bytes()
 
 
-def test_partial_log_merges_rows_and_keeps_the_document(seeded, tmp_path):
+def test_partial_log_merges_rows_and_keeps_the_document(seeded_engine, tmp_path):
     partial = tmp_path / "partial.md"
     partial.write_text(
         "# other notes\n\n| Run Name | GPU | ETC |\n| --- | --- | --- |\n"
@@ -121,11 +107,11 @@ def test_partial_log_merges_rows_and_keeps_the_document(seeded, tmp_path):
         "| new_run | T4 | lb mIoU : 0.5 |\n",
         encoding="utf-8",
     )
-    with transaction(seeded) as session:
+    with transaction(seeded_engine) as session:
         report = import_file(session, partial)
     assert report.layout == "kept" and report.new_columns == ["GPU"]
     assert report.added == ["new_run"] and report.changed == ["Ensemble"]
-    text = export(seeded)
+    text = export(seeded_engine)
     assert text.startswith("# 한사랑개발회 허재섭 T1224 실험 기록\n")
     lines = text.splitlines()
     assert lines[4].split("|")[-2].strip() == "GPU"
@@ -134,8 +120,8 @@ def test_partial_log_merges_rows_and_keeps_the_document(seeded, tmp_path):
     assert "| new_run " in lines[-1] and "| T4 " in lines[-1]
 
 
-def test_failed_import_writes_nothing(seeded, tmp_path):
-    before = dump(seeded)
+def test_failed_import_writes_nothing(seeded_engine, tmp_path):
+    before = dump(seeded_engine)
     duplicate = tmp_path / "dup.md"
     duplicate.write_text("| Run Name | ETC |\n| --- | --- |\n| brand_new | a |\n| brand_new | b |\n", encoding="utf-8")
     no_table = tmp_path / "prose.md"
@@ -147,13 +133,13 @@ def test_failed_import_writes_nothing(seeded, tmp_path):
     for path, message in [(duplicate, "both name the run"), (no_table, "no experiment table"),
                           (nameless, "no run name"), (binary, "not UTF-8"), (tmp_path / "missing.md", "no such file")]:
         with pytest.raises(LedgerError, match=message):
-            with transaction(seeded) as session:
+            with transaction(seeded_engine) as session:
                 import_file(session, path)
-    assert dump(seeded) == before
+    assert dump(seeded_engine) == before
 
 
-def test_filters_compile_to_bound_parameters(seeded):
-    with transaction(seeded) as session:
+def test_filters_compile_to_bound_parameters(seeded_engine):
+    with transaction(seeded_engine) as session:
         def names(*where, **kw):
             return [r.name for r in list_runs(session, where=list(where), **kw)]
 
@@ -178,8 +164,8 @@ def test_filters_compile_to_bound_parameters(seeded):
             names("lb_miou>high")
 
 
-def test_filters_read_numbers_as_text_for_contains_and_compare_times(seeded):
-    with transaction(seeded) as session:
+def test_filters_read_numbers_as_text_for_contains_and_compare_times(seeded_engine):
+    with transaction(seeded_engine) as session:
         def names(*where):
             return [r.name for r in list_runs(session, where=list(where))]
 
@@ -192,15 +178,15 @@ def test_filters_read_numbers_as_text_for_contains_and_compare_times(seeded):
             names("status>None")
 
 
-def test_unknown_run_suggests_close_names(seeded):
-    with transaction(seeded) as session:
+def test_unknown_run_suggests_close_names(seeded_engine):
+    with transaction(seeded_engine) as session:
         with pytest.raises(LedgerError, match="did you mean DeepLabV3_cosinelr"):
             get_run(session, "DeepLabV3_cosinlr")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_flat_export_imports_back(seeded, engine, tmp_path, fmt, db_url):
-    text = export(seeded, fmt)
+def test_flat_export_imports_back(seeded_engine, engine, tmp_path, fmt, db_url):
+    text = export(seeded_engine, fmt)
     path = tmp_path / f"runs.{fmt}"
     path.write_text(text, encoding="utf-8")
     if fmt == "csv":
@@ -216,7 +202,7 @@ def test_flat_export_imports_back(seeded, engine, tmp_path, fmt, db_url):
     def strip(records):
         return [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")} for r in records]
 
-    with transaction(seeded) as a, transaction(fresh) as b:
+    with transaction(seeded_engine) as a, transaction(fresh) as b:
         assert strip(flat_records(b)) == strip(flat_records(a))
 
 

@@ -5,35 +5,27 @@ from __future__ import annotations
 import os
 
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("matplotlib")
 
-from conftest import SEED  # noqa: E402
-from ledger.cli import app  # noqa: E402
+from conftest import cli  # noqa: E402
 from ledger.db import open_ledger, transaction  # noqa: E402
 from ledger.models import Metric, Run  # noqa: E402
 from ledger.plots import change_label  # noqa: E402
 from ledger.queries import get_run  # noqa: E402
 
-runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def seeded():
-    assert runner.invoke(app, ["import", str(SEED)]).exit_code == 0
-
-
-def test_scores_plot_is_a_png(seeded, tmp_path):
+def test_scores_plot_is_a_png(seeded_db, tmp_path):
     out = tmp_path / "scores.png"
-    result = runner.invoke(app, ["plot", "-o", str(out)])
+    result = cli("plot", "-o", out)
     assert result.exit_code == 0, result.output
     data = out.read_bytes()
     assert data.startswith(PNG) and len(data) > 20_000
 
 
-def test_curves_plot_needs_series(seeded, tmp_path):
+def test_curves_plot_needs_series(seeded_db, tmp_path):
     engine = open_ledger(os.environ["LEDGER_DB"])
     with transaction(engine) as session:
         parent = get_run(session, "DeepLabV3_cosinelr")
@@ -46,15 +38,15 @@ def test_curves_plot_needs_series(seeded, tmp_path):
                                 ("val_loss", loss + 0.2)):
                 session.add(Metric(run_id=child.id, name=name, step=epoch, epoch=epoch, value=value))
     out = tmp_path / "curves.png"
-    result = runner.invoke(app, ["plot", "r1", "-o", str(out)])
+    result = cli("plot", "r1", "-o", out)
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(PNG)
-    missing = runner.invoke(app, ["plot", "DeepLabV3_cosinelr", "-o", str(tmp_path / "x.png")])
+    missing = cli("plot", "DeepLabV3_cosinelr", "-o", tmp_path / "x.png")
     assert missing.exit_code == 1 and "no per-epoch metrics for DeepLabV3_cosinelr" in missing.stderr
     assert not (tmp_path / "x.png").exists()
 
 
-def test_point_labels_name_the_change(seeded):
+def test_point_labels_name_the_change(seeded_db):
     from ledger.analysis import history
 
     engine = open_ledger(os.environ["LEDGER_DB"])

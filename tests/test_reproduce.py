@@ -11,20 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from conftest import SEED  # noqa: E402
-from ledger.cli import app  # noqa: E402
+from conftest import SEED, cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RUN = "backbone_b5ns_label_smoothong_normalization"
 TINY = ["--set", "image_size=64", "--set", "num_epochs=2", "--set", "batch_size=2", "--set", "val_batch_size=2",
         "--set", "num_workers=0", "--no-pretrained", "--wandb", "offline"]
-runner = CliRunner()
-
-
-def ledger(*args):
-    return runner.invoke(app, [str(a) for a in args])
+ledger = cli
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +25,6 @@ def tiny_data(tmp_path_factory) -> Path:
     from reproduce.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("tiny"), n_train=8, n_val=4, n_test=2, size=64)
-
-
-@pytest.fixture
-def seeded():
-    assert ledger("import", SEED).exit_code == 0
 
 
 def details(name: str) -> dict:
@@ -49,7 +37,7 @@ def series(d: dict) -> dict:
     return {k: [p["value"] for p in v] for k, v in d["metrics"].items()}
 
 
-def test_reproduce_appends_a_finished_row(seeded, tiny_data):
+def test_reproduce_appends_a_finished_row(seeded_db, tiny_data):
     result = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -90,7 +78,7 @@ def test_reproduce_appends_a_finished_row(seeded, tiny_data):
     assert f"| {name} " in exported and "reproduction of " in exported
 
 
-def test_dry_run_and_refusals_append_nothing(seeded, tiny_data):
+def test_dry_run_and_refusals_append_nothing(seeded_db, tiny_data):
     result = ledger("reproduce", RUN, "--dry-run", "--json", "--data", "demo")
     job = json.loads(result.stdout)
     assert job["job"]["image_size"] == 128 and job["provenance"]["image_size"]["source"] == "override"
@@ -106,7 +94,7 @@ def test_dry_run_and_refusals_append_nothing(seeded, tiny_data):
     assert len(json.loads(ledger("list", "--json").stdout)) == 10
 
 
-def test_pretrained_weights_offline_is_a_clear_error(seeded, tiny_data):
+def test_pretrained_weights_offline_is_a_clear_error(seeded_db, tiny_data):
     args = [a for a in TINY if a != "--no-pretrained"]
     result = ledger("reproduce", RUN, "--data", tiny_data, *args)
     assert result.exit_code == 1
@@ -114,7 +102,7 @@ def test_pretrained_weights_offline_is_a_clear_error(seeded, tiny_data):
     assert len(json.loads(ledger("list", "--json").stdout)) == 10
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(seeded, tiny_data, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monkeypatch):
     from reproduce.progress import ProgressDisplay
 
     reference = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "uninterrupted")
@@ -146,7 +134,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded, tiny_data, monkeypa
     assert finished.exit_code == 1 and "already finished" in finished.stderr
 
 
-def test_a_crash_is_recorded_as_failed(seeded, tiny_data, monkeypatch):
+def test_a_crash_is_recorded_as_failed(seeded_db, tiny_data, monkeypatch):
     import reproduce.train
 
     def broken(*args, **kwargs):
@@ -162,7 +150,7 @@ def test_a_crash_is_recorded_as_failed(seeded, tiny_data, monkeypatch):
 ONE_EPOCH = [a if a != "num_epochs=2" else "num_epochs=1" for a in TINY]
 
 
-def test_run_from_a_row_appends_a_new_logged_run(seeded, tiny_data):
+def test_run_from_a_row_appends_a_new_logged_run(seeded_db, tiny_data):
     result = ledger("run", "--from", "multiple_aug_with_multi_loss", "--data", tiny_data, *ONE_EPOCH,
                     "--set", "lr=0.0002", "--name", "lr_2e-4", "--json")
     assert result.exit_code == 0, result.output
@@ -176,7 +164,7 @@ def test_run_from_a_row_appends_a_new_logged_run(seeded, tiny_data):
     assert job["job"]["lr"] == 0.0003 and job["job"]["image_size"] == 64, "a fork keeps its stored job"
 
 
-def test_repeats_are_siblings_on_consecutive_seeds(seeded, tiny_data):
+def test_repeats_are_siblings_on_consecutive_seeds(seeded_db, tiny_data):
     result = ledger("reproduce", RUN, "--data", tiny_data, *ONE_EPOCH, "--repeats", "2", "--json")
     assert result.exit_code == 0, result.output
     names = [s["name"] for s in json.loads(result.stdout)]
