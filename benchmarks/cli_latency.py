@@ -34,6 +34,8 @@ from ledger.args import render_arguments
 from ledger.db import open_ledger
 from ledger.records import DEFAULT_HEADERS, DEFAULT_LINK_LABEL, parse_lb
 
+from _common import loadavg  # noqa: E402  (benchmarks run as scripts; the folder is on sys.path)
+
 # Targets from issue 2 (seconds, 2-core machine).
 LIST_MAX_S = 0.5
 EXPORT_CSV_MAX_S = 5.0
@@ -200,12 +202,6 @@ def _script(name: str) -> str:
     return found
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -254,7 +250,7 @@ def _bench(path: Path, count: int, middle: str, repeats: int) -> int:
         "sqlite-utils rows --limit 20 --table": ([sqlite_utils, "rows", str(path), "runs", "--limit", "20", "--table"], pipe),
         "ledger export --format csv": ([ledger, "export", "--format", "csv"], null),
     }
-    load_before = _loadavg()
+    load_before = loadavg()
     times: dict[str, list[float]] = {label: [] for label in commands}
     cpu: dict[str, list[float]] = {label: [] for label in commands}
     for round_ in range(repeats + 1):
@@ -266,7 +262,7 @@ def _bench(path: Path, count: int, middle: str, repeats: int) -> int:
     med = {label: statistics.median(values) for label, values in times.items()}
 
     print(f"\n{count} runs; median of {repeats} after 1 warm-up; cpus={os.cpu_count()}; "
-          f"load average before {load_before}, after {_loadavg()}")
+          f"load average before {load_before}, after {loadavg()}")
     print(f"show runs {middle!r}")
     width = max(map(len, commands))
     print(f"{'command':<{width}}  {'median s':>9}  {'min s':>7}  {'max s':>7}  {'cpu s':>7}")

@@ -41,6 +41,8 @@ from reproduce.train import (
     Hooks, build_seeded_model, make_train_loader, configure_precision, make_datasets, select_device, train,
 )
 
+from _common import loadavg  # noqa: E402  (benchmarks run as scripts; the folder is on sys.path)
+
 OVERHEAD_MAX = 0.05  # issue 3: the job's step within 5% of a bare loop
 REPO = Path(__file__).resolve().parent.parent
 SEED_LOG = REPO / "tests" / "data" / "experiments.md"
@@ -142,12 +144,6 @@ def _spread_ms(samples: list[Sample]) -> str:
     return f"{lo:.0f}-{hi:.0f}"
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
 
-    load_before = _loadavg()
+    load_before = loadavg()
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
         root = Path(tmp)
         data = make_demo_dataset(root / "data", n_train=(opts.warmup + opts.steps) * opts.batch,
@@ -204,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{opts.size}x{opts.size}, batch {opts.batch}, device {device}"
           f"{f', torch threads {torch.get_num_threads()}' if on_cpu else ''}; "
           f"{opts.steps} timed steps after {opts.warmup} warm-up; load average before {load_before}, "
-          f"after {_loadavg()}")
+          f"after {loadavg()}")
     print()
     cpu_head = f"{'cpu ms':>9}" if on_cpu else ""
     print(f"{'':<38}{'median ms':>10}{'p10-p90':>12}{cpu_head}")

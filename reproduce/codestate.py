@@ -111,33 +111,32 @@ class NoteFact:
     why: str
 
 
+def _b7_ns_facts(quote: str) -> tuple[NoteFact, ...]:
+    """The 05-02..05-04 runs' noisy-student backbone, which no commit shows."""
+    return (
+        NoteFact("backbone", "tf_efficientnet_b7_ns", quote, True,
+                 "no commit shows a noisy-student backbone; a teammate's copy of this code at that time used "
+                 "tf_efficientnet_b7_ns (inferred)"),
+        NoteFact("encoder_weights", "noisy-student", quote, True,
+                 "a noisy-student backbone comes with its noisy-student weights"),
+    )
+
+
 NOTE_FACTS: dict[str, tuple[NoteFact, ...]] = {
     "DeepLabV3_cosinelr_tmax_10_backbone_ns": (
-        NoteFact("backbone", "tf_efficientnet_b7_ns", "run name: backbone_ns", True,
-                 "no commit shows a noisy-student backbone; a teammate's copy of this code used tf_efficientnet_b7_ns (inferred)"),
-        NoteFact("encoder_weights", "noisy-student", "run name: backbone_ns", True,
-                 "a noisy-student backbone comes with its noisy-student weights"),
+        *_b7_ns_facts("run name: backbone_ns"),
     ),
     "DeepLabV3_cosinelr_tmax_10_backbone_ns_cutmix": (
-        NoteFact("backbone", "tf_efficientnet_b7_ns", "run name: backbone_ns", True,
-                 "no commit shows a noisy-student backbone; a teammate's copy of this code used tf_efficientnet_b7_ns (inferred)"),
-        NoteFact("encoder_weights", "noisy-student", "run name: backbone_ns", True,
-                 "a noisy-student backbone comes with its noisy-student weights"),
+        *_b7_ns_facts("run name: backbone_ns"),
     ),
     "DeepLabV3_cosinelr_tmax_10_backbone_ns_added_aug": (
-        NoteFact("backbone", "tf_efficientnet_b7_ns", "run name: backbone_ns", True,
-                 "no commit shows a noisy-student backbone; a teammate's copy of this code used tf_efficientnet_b7_ns (inferred)"),
-        NoteFact("encoder_weights", "noisy-student", "run name: backbone_ns", True,
-                 "a noisy-student backbone comes with its noisy-student weights"),
+        *_b7_ns_facts("run name: backbone_ns"),
         NoteFact("hflip_p", 0.5, "augmentation으로 RandomHorizontalFlip(p=0.5) 추가", True,
                  "the run's name (added_aug) and its notes both say a flip was added; the commit of that day has it "
                  "only as commented-out code, so it was enabled locally and not committed"),
     ),
     "multiple_aug_with_multi_loss": (
-        NoteFact("backbone", "tf_efficientnet_b7_ns", "continues the backbone_ns runs", True,
-                 "no commit shows a noisy-student backbone; the backbone_ns runs of 05-02..05-04 used tf_efficientnet_b7_ns (inferred)"),
-        NoteFact("encoder_weights", "noisy-student", "continues the backbone_ns runs", True,
-                 "a noisy-student backbone comes with its noisy-student weights"),
+        *_b7_ns_facts("continues the backbone_ns runs"),
         NoteFact("focal_gamma", 0.75, "0.5*focal_loss(gamma=0.75) + 0.5*cross_entropy()로 loss 변경", True,
                  "the notes name the gamma of this very run; the commit's default (0) would make focal equal to "
                  "cross entropy and the multi loss pointless, so the author set 0.75 locally"),
