@@ -30,9 +30,9 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from ledger.args import render_arguments
-from ledger.db import open_ledger
-from ledger.records import DEFAULT_HEADERS, DEFAULT_LINK_LABEL, parse_lb
+from ledger.core.args import render_arguments
+from ledger.store.db import open_ledger
+from ledger.core.cells import DEFAULT_HEADERS, DEFAULT_LINK_LABEL, parse_lb
 
 from _common import loadavg  # noqa: E402  (benchmarks run as scripts; the folder is on sys.path)
 

@@ -25,7 +25,6 @@ _NO_AUG = dict(
     histogram_equalization=False, augment_mask=True,
 )
 _B7 = dict(backbone="efficientnet-b7", encoder_weights="imagenet")
-_B7_NS = dict(backbone="tf_efficientnet_b7_ns", encoder_weights="noisy-student")
 
 CODE_STATES: tuple[CodeState, ...] = (
     CodeState(
@@ -89,14 +88,6 @@ def code_state_for(date: Optional[str]) -> CodeState:
         if state.first_date <= date:
             chosen = state
     return chosen
-
-
-def code_state_named(commit: str) -> CodeState:
-    for state in CODE_STATES:
-        if state.commit == commit:
-            return state
-    known = ", ".join(s.commit for s in CODE_STATES)
-    raise KeyError(f"unknown code state {commit!r}; known: {known}")
 
 
 # What the seed log's notes and run names say that the code does not. Each entry: the

@@ -13,7 +13,6 @@ pycocotools.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
+from reproduce.hashing import file_sha256
 from reproduce.metrics import CLASS_NAMES
 
 # Class i (1..11) is the i-th category of the JSON; class 0 is background.
@@ -34,15 +34,6 @@ _SHOW_AT_MOST = 3
 
 class DataError(Exception):
     """A problem with the data folder that the user must fix; the message is one line."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict:

@@ -238,13 +238,8 @@ def make_demo_dataset(
     return root
 
 
-def default_cache_root() -> Path:
-    """``$LEDGER_CACHE`` if set, else ``~/.cache/ledger``."""
-    return Path(os.environ.get("LEDGER_CACHE") or Path.home() / ".cache" / "ledger")
-
-
 def demo_data_dir(
-    cache_root: Path | None = None,
+    cache_root: Path,
     *,
     n_train: int = 48,
     n_val: int = 16,
@@ -255,10 +250,10 @@ def demo_data_dir(
     """The demo data set for these parameters, generated on first use and then reused.
 
     Args:
-        cache_root: cache folder; default ``default_cache_root()``.
+        cache_root: the cache folder (the ledger passes ``$LEDGER_CACHE``, see ``ledger.core.config``).
         n_train, n_val, n_test, size, seed: as for ``make_demo_dataset``.
     """
-    base = Path(cache_root) if cache_root is not None else default_cache_root()
+    base = Path(cache_root)
     key = f"v{DEMO_VERSION}-train{n_train}-val{n_val}-test{n_test}-size{size}-seed{seed}"
     target = base / "demo" / key
     if target.is_dir():

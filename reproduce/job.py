@@ -2,7 +2,7 @@
 
 A row of the log records only the training script's arguments. The rest of the job
 (T_max, the scheduler's stepping, the backbone, the augmentations, the focal gamma, the
-input scaling) changed with the code of the row's date. `resolve_job` (in
+input scaling) changed with the code of the row's date. `resolve` (in
 `reproduce.resolve`) turns a row into a `Job`; this module holds the type itself, its
 serialisation and its hash, and imports nothing heavy.
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+# The log's own DeepLabV3 head on EfficientNet, as opposed to a segmentation-models-pytorch class.
+HANDWRITTEN_MODEL = "DeepLabV3"
+
 Source = Literal["recorded", "code-state", "notes", "default", "override"]
-SOURCES: tuple[str, ...] = ("recorded", "code-state", "notes", "default", "override")
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,6 @@ class ResolvedJob:
     job: Job
     provenance: dict[str, Provenance]
     conflicts: tuple[Conflict, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,5 +175,4 @@ class ResolvedJob:
             "hash": self.job.hash(),
             "provenance": {k: dataclasses.asdict(v) for k, v in self.provenance.items()},
             "conflicts": [dataclasses.asdict(c) | {"override": c.override_hint()} for c in self.conflicts],
-            "warnings": list(self.warnings),
         }

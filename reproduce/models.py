@@ -12,7 +12,6 @@ segmentation-models-pytorch on first use.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reproduce.job import Job
+from reproduce.hashing import file_sha256
+from reproduce.job import HANDWRITTEN_MODEL, Job
 
-HANDWRITTEN_MODEL = "deeplabv3"
 PROJECTION_CHANNELS = 512
 ASPP_CHANNELS = 256
 ATROUS_RATES = (6, 12, 18)
@@ -67,7 +66,7 @@ def build_model(job: Job) -> nn.Module:
         WeightsMismatch: the local weights file has missing, unexpected or misshapen keys.
         WeightsUnavailable: pretrained weights could not be downloaded.
     """
-    if job.model.lower() == HANDWRITTEN_MODEL:
+    if job.model.lower() == HANDWRITTEN_MODEL.lower():
         backbone = build_deeplab_backbone(job)
         return EfficientNetDeepLabV3(backbone, job.num_classes)
     return _build_smp_model(job)
@@ -86,7 +85,7 @@ def backbone_weight_url(job: Job) -> Optional[str]:
     """
     if not job.pretrained or job.weights_path:
         return None
-    if job.model.lower() == HANDWRITTEN_MODEL:
+    if job.model.lower() == HANDWRITTEN_MODEL.lower():
         if job.backbone in TIMM_BACKBONES:
             return _timm_weight_url(TIMM_BACKBONES[job.backbone])
         if job.backbone in SMP_EFFICIENTNET_BACKBONES:
@@ -271,7 +270,7 @@ def load_weights_file(module: nn.Module, path: str, sha256: Optional[str] = None
     if not file.is_file():
         raise FileNotFoundError(f"weights file not found: {file}")
     if sha256:
-        digest = _sha256(file)
+        digest = file_sha256(file)
         if digest != sha256.lower():
             raise WeightsMismatch(f"{file}: sha256 is {digest}, expected {sha256}")
     state = torch.load(file, map_location="cpu", weights_only=True)
@@ -305,14 +304,6 @@ def _ignorable(key: str) -> bool:
 def _preview(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prefer_cache_when_offline() -> None:

@@ -1,4 +1,4 @@
-"""The terminal side of a training run: a progress bar per epoch and a closing summary."""
+"""The terminal side of a training run: a progress bar per epoch, a line per finished epoch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 
 class ProgressDisplay:
@@ -53,14 +51,3 @@ class ProgressDisplay:
             highlight=False,
         )
 
-
-def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=Text(f"{summary['name']}: finished"), title_justify="left", show_edge=False,
-                  header_style="bold")
-    for column in ("epoch", "train loss", "val loss", "val mIoU", "LB-style mIoU", "seconds"):
-        table.add_column(column, justify="right")
-    for e in summary["epochs"]:
-        mark = " *" if e["epoch"] == summary["best_epoch"] else ""
-        table.add_row(f"{e['epoch']}{mark}", f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}", f"{e['val_miou']:.4f}",
-                      f"{e['lb_val_miou']:.4f}", f"{e['seconds']:.1f}")
-    return table

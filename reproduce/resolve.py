@@ -8,20 +8,17 @@ Imports nothing heavy: `ledger reproduce --dry-run` stays fast.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from reproduce.codestate import NOTE_FACTS, CodeState, code_state_for
-from reproduce.job import JOB_FIELDS, Conflict, Job, Provenance, ResolvedJob
+from reproduce.job import HANDWRITTEN_MODEL, JOB_FIELDS, Conflict, Job, Provenance, ResolvedJob
 from reproduce.optim import SUPPORTED_CRITERIA, SUPPORTED_OPTIMIZERS, SUPPORTED_SCHEDULERS
 
-HAND_WRITTEN_MODEL = "DeepLabV3"
-
 DEFAULTS: dict[str, Any] = dict(
-    model=HAND_WRITTEN_MODEL, backbone="efficientnet-b7", encoder_weights="imagenet", pretrained=True,
+    model=HANDWRITTEN_MODEL, backbone="efficientnet-b7", encoder_weights="imagenet", pretrained=True,
     weights_path=None, weights_sha256=None, num_classes=12,
     criterion1="cross_entropy", criterion2=None, multi_loss=False, loss_weights=(0.5, 0.5),
     focal_gamma=0.0, smooth_factor=0.05,
@@ -66,19 +63,6 @@ class RowInput:
     args_status: str
     args_error: Optional[str] = None
     kind: str = "logged"
-
-
-def rows_from_log(text: str) -> dict[str, RowInput]:
-    """Every row of a Markdown experiment log, by name, as resolution takes it (no ledger needed)."""
-    from ledger.markdown import parse_document
-    from ledger.records import fields_from_cells, is_experiment_table
-
-    table = parse_document(text, accept=is_experiment_table).table
-    rows = {}
-    for cells in table.rows:
-        f = fields_from_cells(dict(zip(table.headers, cells)), table.headers)
-        rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
-    return rows
 
 
 def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
@@ -143,18 +127,25 @@ def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
     return ResolvedJob(job=job, provenance={f: provenance[f] for f in JOB_FIELDS}, conflicts=tuple(conflicts))
 
 
-def resolve_stored(record: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, *,
+def resolve_stored(job_values: Mapping[str, Any], provenance: Mapping[str, Mapping[str, Any]],
+                   conflicts: Iterable[Mapping[str, Any]] = (), overrides: Optional[Mapping[str, Any]] = None, *,
                    profile: Optional[Mapping[str, Any]] = None, profile_name: str = "") -> ResolvedJob:
-    """A job that ledger already ran (a reproduction or fork row), with further overrides.
+    """A job that was resolved and run before, with further overrides.
 
-    Such rows keep their resolved job; re-resolving their arguments would lose what the
+    Args:
+        job_values: the job's fields, as `Job.to_dict` wrote them.
+        provenance: each field's `{"source": ..., "detail": ...}`, as `ResolvedJob.to_dict` wrote it.
+        conflicts: the conflicts found when it was first resolved, likewise.
+        overrides, profile, profile_name: as for `resolve`.
+
+    Such jobs are kept as they ran; re-resolving their rows' arguments would lose what the
     code state and the notes decided.
     """
-    job = Job.from_dict(dict(record["job"]))
-    provenance = {f: Provenance(**p) for f, p in record.get("provenance", {}).items()}
+    job = Job.from_dict(dict(job_values))
+    provenance = {f: Provenance(**p) for f, p in provenance.items()}
     for field in JOB_FIELDS:
         provenance.setdefault(field, Provenance("recorded", "the stored job"))
-    conflicts = tuple(Conflict(**{k: v for k, v in c.items() if k != "override"}) for c in record.get("conflicts", []))
+    conflicts = tuple(Conflict(**{k: v for k, v in c.items() if k != "override"}) for c in conflicts)
     values = job.to_dict()
     for field, value in (profile or {}).items():
         values[field] = value
@@ -194,7 +185,7 @@ def _apply_recorded(row: RowInput, state: CodeState, put: Any) -> None:
         elif field == "scheduler":
             value = None if value in (None, "None", "none") else _choice(row.name, key, value, SUPPORTED_SCHEDULERS)
         elif field == "model":
-            value = HAND_WRITTEN_MODEL if str(value).lower() == "deeplabv3" else str(value)
+            value = HANDWRITTEN_MODEL if str(value).lower() == "deeplabv3" else str(value)
         elif field == "cutmix":
             value = bool(value)
         put(field, coerce(field, value), "recorded", f"{key}={value!r}")
@@ -303,7 +294,3 @@ def provenance_rows(resolved: ResolvedJob) -> list[tuple[str, Any, str, str]]:
     """(field, value, source, detail) for display, in the job's field order."""
     job = resolved.job.to_dict()
     return [(f, job[f], resolved.provenance[f].source, resolved.provenance[f].detail) for f in JOB_FIELDS]
-
-
-def changed_fields(a: Job, b: Job) -> list[str]:
-    return [f.name for f in dataclasses.fields(Job) if getattr(a, f.name) != getattr(b, f.name)]

@@ -127,7 +127,7 @@ def seeded_db() -> Path:
 
 @pytest.fixture
 def engine(db_url):
-    from ledger.db import open_ledger
+    from ledger.store.db import open_ledger
 
     engine = open_ledger(db_url, create=True)
     yield engine
@@ -137,8 +137,8 @@ def engine(db_url):
 @pytest.fixture
 def seeded_engine(engine):
     """An engine on a ledger holding the seed log, on each database of `db_url`."""
-    from ledger.db import transaction
-    from ledger.importer import import_file
+    from ledger.store.db import transaction
+    from ledger.store.importer import import_file
 
     with transaction(engine) as session:
         import_file(session, SEED)

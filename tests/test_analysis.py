@@ -8,15 +8,20 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import SEED, SEED_V2
-from ledger.analysis import check_ledger, compare_runs, history, set_run
-from ledger.db import LedgerError, open_ledger, transaction
-from ledger.export import export_markdown
-from ledger.importer import import_file
-from ledger.markdown import split_row
-from ledger.models import Run
-from ledger.queries import get_run
+from ledger.analysis.check import check_ledger
+from ledger.analysis.compare import compare_runs
+from ledger.analysis.history import history
+from ledger.core.errors import LedgerError
+from ledger.store.db import open_ledger, transaction
+from ledger.store.export import export_markdown
+from ledger.store.importer import import_file
+from ledger.core.markdown import split_row
+from ledger.store.models import Run
+from ledger.store.edits import set_run
+from ledger.store.jobrecord import row_input
+from ledger.store.sql_reader import get_run
 from reproduce.job import JOB_FIELDS, RUNTIME_FIELDS
-from reproduce.resolve import RowInput, resolve
+from reproduce.resolve import resolve
 
 NS = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
 MULTI = "multiple_aug_with_multi_loss"
@@ -53,8 +58,7 @@ def row(name: str, *, date: str = "2021-05-02", args: str = ARGS, link: str = "N
 def add_reproduction(session, parent: str, name: str, *, val=None, lb_val=None, overrides=None,
                      environment=None, fingerprint=None, status="finished") -> Run:
     original = get_run(session, parent)
-    resolved = resolve(RowInput(original.name, original.date, original.args, original.args_status,
-                                original.args_error, original.kind), overrides)
+    resolved = resolve(row_input(original), overrides)
     position = session.scalar(select(func.max(Run.position))) + 1
     # As `ledger reproduce` records one: the original's arguments with the overrides.
     args = {**original.args, **(overrides or {})}

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from conftest import SEED, SEED_V2, cli
-from ledger import analysis, cli_analysis
-from ledger.markdown import split_row
+from ledger.core.markdown import split_row
 
 ledger = cli
 NS = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
@@ -153,4 +152,3 @@ def test_every_command_has_help_and_the_tolerance_default_is_stated():
         result = ledger(command, "--help")
         assert result.exit_code == 0 and "--db" in result.stdout
     assert "default 0.01" in ledger("compare", "--help").stdout
-    assert cli_analysis.DEFAULT_TOL == analysis.DEFAULT_TOL

@@ -399,8 +399,10 @@ def test_demo_masks_are_learnable(demo):
 def test_demo_data_dir_builds_once(tmp_path, monkeypatch):
     from reproduce import demo as demo_module
 
+    from ledger.core import config
+
     monkeypatch.setenv("LEDGER_CACHE", str(tmp_path / "env-cache"))
-    first = demo_data_dir(n_train=3, n_val=1, n_test=1, size=32)
+    first = demo_data_dir(config.cache_dir(), n_train=3, n_val=1, n_test=1, size=32)
     assert first.is_relative_to(tmp_path / "env-cache") and (first / "train.json").is_file()
     validate_data_dir(first)
 
@@ -408,10 +410,10 @@ def test_demo_data_dir_builds_once(tmp_path, monkeypatch):
         raise AssertionError("regenerated although cached")
 
     monkeypatch.setattr(demo_module, "make_demo_dataset", no_rebuild)
-    assert demo_data_dir(n_train=3, n_val=1, n_test=1, size=32) == first
+    assert demo_data_dir(config.cache_dir(), n_train=3, n_val=1, n_test=1, size=32) == first
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp folder left
     with pytest.raises(AssertionError):
-        demo_data_dir(n_train=3, n_val=1, n_test=1, size=32, seed=1)  # another key
+        demo_data_dir(config.cache_dir(), n_train=3, n_val=1, n_test=1, size=32, seed=1)  # another key
 
 
 def test_demo_data_dir_failed_build_leaves_nothing(tmp_path, monkeypatch):

@@ -17,22 +17,16 @@ import pytest
 from sqlalchemy import select, text
 
 from conftest import SEED, SEED_V2
-from ledger.db import HEAD_REVISION, LedgerError, make_engine, open_ledger, transaction, upgrade
-from ledger.export import FLAT_COLUMNS, export_flat, flat_records
-from ledger.fastread import (
-    COLUMN_NAMES,
-    RUN_COLUMNS,
-    SUGGESTION_POOL,
-    SqliteReader,
-    closest_names,
-    connect,
-    reading,
-    run_details,
-    run_summary,
-)
-from ledger.importer import import_file
-from ledger.models import Metric, Run
-from ledger.queries import COLUMNS, SessionReader, get_run
+from ledger.core.errors import LedgerError
+from ledger.store.db import HEAD_REVISION, make_engine, open_ledger, transaction, upgrade
+from ledger.store.export import FLAT_COLUMNS, export_flat, flat_records
+from ledger.core.filters import COLUMN_NAMES, NUMERIC, SUGGESTION_POOL, TIMES, closest_names
+from ledger.store.readers import reading
+from ledger.store.shapes import run_details, run_summary
+from ledger.store.sqlite_reader import DECODERS, Schema, SqliteReader, connect, sqlite_time
+from ledger.store.importer import import_file
+from ledger.store.models import Metric, Run
+from ledger.store.sql_reader import SessionReader, get_run
 
 PARENT = "backbone_b5ns_label_smoothong_normalization"
 
@@ -215,9 +209,57 @@ def test_suggestions_on_many_names_match_a_search_of_every_name():
     assert closest_names("nothing like it", names) == []
 
 
-def test_record_columns_follow_the_model():
-    assert set(RUN_COLUMNS) == set(Run.__table__.columns.keys())
-    assert list(COLUMNS) == list(COLUMN_NAMES)
+def _kind(sa_type) -> str:
+    """What a SQLAlchemy column type comes back as, in the terms of the sqlite3 reader's decoders."""
+    from sqlalchemy import JSON, Boolean, DateTime
+
+    for kind, cls in (("JSON", JSON), ("DATETIME", DateTime), ("BOOLEAN", Boolean)):
+        if isinstance(sa_type, cls):
+            return kind
+    return "as stored"
+
+
+def test_the_sqlite_reader_decodes_every_column_as_the_model_types_it(ledger_path):
+    with sqlite3.connect(ledger_path) as conn:
+        schema = Schema.of(conn, "runs")
+    table = Run.__table__
+    assert list(schema.columns) == list(table.columns.keys())
+    decoded_as = {c: next((k for k, f in DECODERS.items() if f is schema.decoder(c)), "as stored")
+                  for c in schema.columns}
+    assert decoded_as == {c.name: _kind(c.type) for c in table.columns}
+    assert {c for c, k in decoded_as.items() if k == "JSON"} >= {"args", "links", "cells", "job"}
+
+
+def test_a_column_added_to_the_file_comes_back_decoded_by_its_type(ledger_path):
+    # What a new JSON or time column in a migration looks like to the reader: no list to update.
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute("ALTER TABLE runs ADD COLUMN extra_json JSON")
+        conn.execute("ALTER TABLE runs ADD COLUMN extra_time DATETIME")
+        conn.execute("UPDATE runs SET extra_json = ?, extra_time = ? WHERE name = ?",
+                     ('{"a": [1, 2]}', "2026-01-02 03:04:05.000000", PARENT))
+    conn = connect(str(ledger_path))
+    try:
+        run = SqliteReader(conn).get_run(PARENT)
+    finally:
+        conn.close()
+    assert run.extra_json == {"a": [1, 2]} and run.extra_time == datetime(2026, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("value", [datetime(2026, 1, 2, 3, 4, 5), datetime(999, 12, 31, 23, 59, 59, 999999),
+                                   datetime(2026, 11, 28, 0, 0, 0, 600)])
+def test_times_are_compared_in_the_format_sqlalchemy_stores(value):
+    from sqlalchemy.dialects import sqlite
+
+    assert sqlite_time(value) == sqlite.DATETIME().bind_processor(sqlite.dialect())(value)
+
+
+def test_filter_types_follow_the_model():
+    from sqlalchemy import DateTime, Float, Integer
+
+    table = Run.__table__
+    assert set(COLUMN_NAMES) <= set(table.columns.keys())
+    assert NUMERIC == {c for c in COLUMN_NAMES if isinstance(table.columns[c].type, (Float, Integer))}
+    assert TIMES == {c for c in COLUMN_NAMES if isinstance(table.columns[c].type, DateTime)}
 
 
 def _set_revision(path: Path, revision: str) -> None:
@@ -384,7 +426,7 @@ def test_flat_export_is_byte_identical_to_the_reference(tmp_path, fill, fmt):
     engine.dispose()
     with reading(str(path)) as reader:
         assert isinstance(reader, SqliteReader)
-        assert reader.export_flat(fmt) == expected
+        assert export_flat(reader.source, fmt) == expected
 
 
 def test_flat_records_read_the_same_from_both_paths(ledger_path):

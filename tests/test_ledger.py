@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import select
 
 from conftest import SEED, SEED_V2
-from ledger.db import LedgerError, open_ledger, transaction
-from ledger.export import export_flat, export_markdown, flat_records
-from ledger.importer import import_file, import_markdown
-from ledger.models import Document, Run
-from ledger.queries import get_run, list_runs
+from ledger.core.errors import LedgerError
+from ledger.store.db import open_ledger, transaction
+from ledger.store.export import export_flat, export_markdown, flat_records
+from ledger.store.importer import import_file, import_markdown
+from ledger.store.models import Document, Run
+from ledger.store.sql_reader import get_run, list_runs
 
 NAMES = [
     "DeepLabV3_cosinelr",

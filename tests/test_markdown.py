@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.markdown import (
+from ledger.core.markdown import (
     MarkdownError,
     Table,
     display_width,

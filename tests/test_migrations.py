@@ -6,11 +6,36 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Float, inspect, text
 
-from ledger.db import HEAD_REVISION, MIGRATIONS, current_revision, make_engine, open_ledger, transaction, upgrade
-from ledger.models import Base
-from ledger.queries import get_run, run_details
+from ledger.store.db import HEAD_REVISION, MIGRATIONS, current_revision, make_engine, open_ledger, transaction, upgrade
+from ledger.store.models import Base
+from ledger.store.shapes import run_details
+from ledger.store.sql_reader import get_run
+
+
+def _shape(column_type, nullable: bool) -> tuple:
+    """What a column holds, in terms every dialect reflects alike: the generic type, its length
+    where it has one, and whether it takes NULL (PostgreSQL reflects FLOAT as DOUBLE PRECISION)."""
+    generic = column_type.as_generic()
+    kind = "Float" if isinstance(generic, Float) else type(generic).__name__
+    return kind, getattr(generic, "length", None), nullable
+
+
+def migrated_columns(conn, table: str) -> dict[str, tuple]:
+    return {c["name"]: _shape(c["type"], c["nullable"]) for c in inspect(conn).get_columns(table)}
+
+
+def model_columns(table: str) -> dict[str, tuple]:
+    return {c.name: _shape(c.type, c.nullable) for c in Base.metadata.tables[table].columns}
+
+
+def test_shapes_tell_types_lengths_and_nullability_apart():
+    from sqlalchemy import JSON, Column, DateTime, String, Text
+
+    shapes = {_shape(Column("x", t).type, n) for t, n in ((String(16), True), (String(32), True), (Text(), True),
+                                                          (JSON(), True), (DateTime(), True), (String(16), False))}
+    assert len(shapes) == 6
 
 
 def test_head_revision_constant_matches_the_scripts():
@@ -44,8 +69,8 @@ def test_upgrade_from_first_schema_keeps_everything(db_url):
     engine = open_ledger(db_url)  # opening an old ledger upgrades it in place
     assert current_revision(engine) == HEAD_REVISION
     with engine.connect() as conn:
-        columns = {c["name"] for c in inspect(conn).get_columns("runs")}
-    assert set(Base.metadata.tables["runs"].columns.keys()) == columns
+        for table in Base.metadata.tables:
+            assert migrated_columns(conn, table) == model_columns(table), table
     with transaction(engine) as session:
         base = run_details(get_run(session, "base"))
         assert base["arguments"] == {"lr": 0.0001} and base["notes"] == "메모 [bold]" and base["lb_miou"] == 0.61
@@ -56,9 +81,9 @@ def test_upgrade_from_first_schema_keeps_everything(db_url):
     engine.dispose()
 
 
-def test_models_match_migrated_schema(tmp_path: Path):
-    engine = open_ledger(str(tmp_path / "fresh.db"), create=True)
+def test_models_match_migrated_schema(db_url):
+    engine = open_ledger(db_url, create=True)
     with engine.connect() as conn:
-        inspector = inspect(conn)
-        for name, table in Base.metadata.tables.items():
-            assert {c["name"] for c in inspector.get_columns(name)} == set(table.columns.keys()), name
+        for table in Base.metadata.tables:
+            assert migrated_columns(conn, table) == model_columns(table), table
+    engine.dispose()

@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from conftest import cli  # noqa: E402
-from ledger.db import open_ledger, transaction  # noqa: E402
-from ledger.models import Metric, Run  # noqa: E402
-from ledger.plots import change_label  # noqa: E402
-from ledger.queries import get_run  # noqa: E402
+from ledger.store.db import open_ledger, transaction  # noqa: E402
+from ledger.store.models import Metric, Run  # noqa: E402
+from ledger.analysis.plots import change_label  # noqa: E402
+from ledger.store.sql_reader import get_run  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +47,7 @@ def test_curves_plot_needs_series(seeded_db, tmp_path):
 
 
 def test_point_labels_name_the_change(seeded_db):
-    from ledger.analysis import history
+    from ledger.analysis.history import history
 
     engine = open_ledger(os.environ["LEDGER_DB"])
     with transaction(engine) as session:

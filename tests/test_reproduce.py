@@ -195,3 +195,43 @@ def test_the_demo_data_is_learnable_by_the_training_pipeline(cache_dir, tmp_path
     constant = 0.0741  # val mIoU of predicting background everywhere on this set
     assert result.epochs[0].val_miou < 2 * constant
     assert result.best_val_miou > 2 * constant
+
+
+def test_a_notebook_runs_the_same_job_through_the_library(seeded_db, tiny_data):
+    # What `ledger reproduce` does, without the CLI: the same functions, the same row.
+    from ledger.runs import Request, plan, start
+    from ledger.store.db import open_ledger
+
+    overrides = {"image_size": 64, "num_epochs": 1, "batch_size": 2, "val_batch_size": 2, "num_workers": 0}
+    request = Request(run=RUN, data=str(tiny_data), overrides=overrides, no_pretrained=True, wandb_mode="disabled",
+                      name="from_a_notebook")
+    engine = open_ledger(str(seeded_db))
+    lines, epochs = [], []
+
+    class Display:
+        def __init__(self, num_epochs):
+            self.num_epochs = num_epochs
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def on_epoch_start(self, epoch, batches):
+            epochs.append((epoch, self.num_epochs))
+
+        def on_batch(self, loss, images):
+            pass
+
+        def on_epoch(self, result):
+            pass
+
+    original, resolved = plan(engine, request)
+    summary = start(engine, request, resolved, progress=Display, say=lines.append)
+    engine.dispose()
+    assert original == RUN and summary["name"] == "from_a_notebook" and len(summary["epochs"]) == 1
+    assert epochs == [(1, 1)] and lines and "from_a_notebook" in lines[0]
+    d = details("from_a_notebook")
+    assert d["status"] == "finished" and d["parent"] == RUN and d["job_hash"] == resolved.job.hash()
+    assert d["val_miou"] == summary["val_miou"]

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from conftest import SEED
-from ledger.args import parse_arguments
+from ledger.core.args import parse_arguments
 from reproduce.job import JOB_FIELDS, Job
-from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve, rows_from_log
+from ledger.store.jobrecord import rows_from_log
+from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve
 
 
 ROWS = rows_from_log(SEED.read_text(encoding="utf-8"))

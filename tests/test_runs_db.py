@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 from conftest import REPO, RUNS_DB, SEED
-from ledger.db import open_ledger, transaction
-from ledger.importer import import_file
+from ledger.store.db import open_ledger, transaction
+from ledger.store.importer import import_file
 
 VOLATILE = {"created_at", "updated_at", "imported_at", "id"}
 

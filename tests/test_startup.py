@@ -27,8 +27,8 @@ SHOWN_RUN = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
 
 @pytest.fixture
 def small_ledger(tmp_path) -> Path:
-    from ledger.db import open_ledger, transaction
-    from ledger.importer import import_file
+    from ledger.store.db import open_ledger, transaction
+    from ledger.store.importer import import_file
 
     path = tmp_path / "small.db"
     engine = open_ledger(str(path), create=True)

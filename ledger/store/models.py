@@ -8,12 +8,11 @@ from typing import Any, Literal, Optional
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# What a row is, where its job stands, and how its Arguments cell was read. Stored as plain
+# strings (the columns are VARCHAR(16)); the Literals say which strings the code writes.
 Kind = Literal["logged", "reproduction", "ensemble"]
 Status = Literal["queued", "running", "finished", "failed", "interrupted"]
 ArgsStatus = Literal["ok", "none", "unparsed"]
-
-KINDS: tuple[str, ...] = ("logged", "reproduction", "ensemble")
-STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "interrupted")
 
 
 def utcnow() -> datetime:
@@ -38,7 +37,7 @@ class Run(Base):
 
     args_raw: Mapped[Optional[str]] = mapped_column(Text)  # the Arguments cell, verbatim
     args: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # parsed, typed values
-    args_status: Mapped[str] = mapped_column(String(16), default="none")
+    args_status: Mapped[ArgsStatus] = mapped_column(String(16), default="none")
     args_error: Mapped[Optional[str]] = mapped_column(Text)
 
     links: Mapped[list[Any]] = mapped_column(JSON, default=list)  # W&B run links, in order
@@ -48,9 +47,9 @@ class Run(Base):
     val_miou: Mapped[Optional[float]] = mapped_column(Float)  # best val mIoU (one matrix per set)
     lb_val_miou: Mapped[Optional[float]] = mapped_column(Float)  # val set scored the LB's way
 
-    kind: Mapped[str] = mapped_column(String(16), default="logged")
+    kind: Mapped[Kind] = mapped_column(String(16), default="logged")
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
-    status: Mapped[Optional[str]] = mapped_column(String(16))  # jobs only
+    status: Mapped[Optional[Status]] = mapped_column(String(16))  # jobs only
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -16,11 +16,11 @@ from typing import Any, Iterable, Optional
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.args import parse_arguments
-from ledger.db import LedgerError
-from ledger.markdown import MarkdownError, parse_document
-from ledger.models import Document, Import, Run
-from ledger.records import fields_from_cells, is_experiment_table, parse_lb, parse_links
+from ledger.core.args import parse_arguments
+from ledger.core.errors import LedgerError
+from ledger.core.markdown import MarkdownError, parse_document
+from ledger.store.models import Document, Import, Run
+from ledger.core.cells import fields_from_cells, is_experiment_table, parse_lb, parse_links
 
 FORMATS = ("md", "csv", "json")
 
@@ -65,6 +65,36 @@ def read_text(path: Path) -> str:
         raise LedgerError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise LedgerError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def import_into(db: Optional[str], path: Path, *, fmt: Optional[str] = None, dry_run: bool = False) -> ImportReport:
+    """Import a file into the ledger at `db` in one transaction; create the ledger if needed.
+
+    A SQLite file this call created is removed again when the import fails, and a dry
+    run rolls everything back.
+    """
+    from ledger.core.config import resolve_url, sqlite_path
+    from ledger.store.db import open_ledger, transaction
+
+    file = sqlite_path(resolve_url(db))
+    existed = file is None or file.exists()
+    try:
+        engine = open_ledger(db, create=True)
+        with transaction(engine) as session:
+            report = import_file(session, path, fmt=fmt, dry_run=dry_run)
+            if dry_run:
+                session.rollback()
+    except BaseException:
+        if not existed and file is not None:
+            _remove_sqlite(file)
+        raise
+    return report
+
+
+def _remove_sqlite(path: Path) -> None:
+    """A ledger file this command created and could not fill is not left behind."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def import_file(session: Session, path: Path, *, fmt: Optional[str] = None, dry_run: bool = False) -> ImportReport:

@@ -1,43 +1,26 @@
-"""Opening a ledger: which database, connection settings, and schema migrations.
+"""Opening a ledger: connection settings, schema migrations, one transaction per command.
 
-The database is chosen by `--db URL`, else `LEDGER_DB`, else `./runs.db`. Any SQLAlchemy
-URL works; a plain path means a SQLite file. SQLAlchemy is imported only when an engine is
-made and Alembic only when the schema has to change: the names here (the URL, the head
-revision, `LedgerError`) are what the stdlib read path in `ledger.fastread` needs.
+Which database is `ledger.core.config.resolve_url`'s to say; any SQLAlchemy URL works.
+SQLAlchemy is imported only when an engine is made and Alembic only when the schema has
+to change: the stdlib read path (`ledger.store.sqlite_reader`) needs only the head revision.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ledger.errors import LedgerError  # noqa: F401  (re-exported; it lived here first)
+from ledger.core.config import resolve_url, sqlite_path
+from ledger.core.errors import LedgerError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_DB = "runs.db"
-ENV_VAR = "LEDGER_DB"
 # The newest migration in ledger/migrations/versions; a test keeps the two in step.
 HEAD_REVISION = "0002"
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def resolve_url(db: str | None = None) -> str:
-    value = db or os.environ.get(ENV_VAR) or DEFAULT_DB
-    if "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
-
-
-def sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:///"):
-        return None
-    rest = url[len("sqlite:///") :]
-    return None if rest in ("", ":memory:") else Path(rest)
 
 
 def _on_sqlite_connect(dbapi_connection, _record) -> None:

@@ -13,10 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from ledger.fastread import RunRecord, RunSummary
-    from ledger.models import Run
+    from ledger.store.models import Run
+    from ledger.store.sqlite_reader import RunSummary
+    from reproduce.job import ResolvedJob
 
-    AnyRun = Union[Run, RunRecord, RunSummary]
+    AnyRun = Union[Run, RunSummary]
 
 
 def fmt_score(value: Optional[float]) -> Text:
@@ -45,19 +46,21 @@ _STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", 
 
 def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
     """One line each for the job, its conflicts, the environment and the data of a run ledger ran."""
+    from ledger.store.jobrecord import JobRecord
+
     facts = []
-    record = details.get("job") or {}
-    job = record.get("job") or {}
-    if job:
-        overridden = sorted(f for f, p in (record.get("provenance") or {}).items() if p.get("source") == "override")
+    record = JobRecord.from_json(details.get("job"))
+    if record is not None:
+        job = record.job
+        overridden = sorted(record.overridden())
         facts.append(("Job", f"{job.get('model')} on {job.get('backbone')}, code state {job.get('code_state')}, "
                              f"{job.get('num_epochs')} epochs at {job.get('image_size')}px"
                              + (f"; overridden: {', '.join(overridden)}" if overridden else "")))
-        for conflict in record.get("conflicts") or []:
+        for conflict in record.conflicts:
             facts.append(("Conflict", f"{conflict['field']}={conflict['chosen']!r} ({conflict['chosen_source']}) "
                                       f"over {conflict['alternative']!r} ({conflict['alternative_source']})"))
-        if record.get("forked_from"):
-            facts.append(("Forked from", str(record["forked_from"])))
+        if record.forked_from:
+            facts.append(("Forked from", str(record.forked_from)))
     env = details.get("environment") or {}
     if env:
         git = env.get("git") or {}
@@ -156,3 +159,43 @@ def import_report_view(report: Any) -> Text:
             text.append(f"\n  {label}: ")
             text.append(name)
     return text
+
+
+_SOURCE_STYLE = {"recorded": "green", "code-state": "cyan", "notes": "magenta", "default": "dim", "override": "yellow"}
+
+
+def job_table(run: str, resolved: ResolvedJob) -> Group:
+    """`ledger reproduce --dry-run`: each field of the job with its source, then the conflicts."""
+    from reproduce.resolve import provenance_rows
+
+    table = Table(title=Text(f"job for {run} (hash {resolved.job.hash()[:12]})"), title_justify="left",
+                  show_edge=False, header_style="bold")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    table.add_column("from", overflow="fold")
+    for field, value, source, detail in provenance_rows(resolved):
+        table.add_row(Text(field), Text(repr(value)), Text(source, style=_SOURCE_STYLE.get(source, "")), Text(detail))
+    parts = [table]
+    if resolved.conflicts:
+        conflicts = Table(title="conflicts between the notes and the code", title_justify="left", show_edge=False,
+                          header_style="bold")
+        for column in ("field", "chosen", "other", "why", "to take the other"):
+            conflicts.add_column(column, overflow="fold")
+        for c in resolved.conflicts:
+            conflicts.add_row(Text(c.field), Text(f"{c.chosen!r} ({c.chosen_source})"),
+                              Text(f"{c.alternative!r} ({c.alternative_source})"), Text(c.why), Text(c.override_hint()))
+        parts.append(conflicts)
+    return Group(*parts)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=Text(f"{summary['name']}: finished"), title_justify="left", show_edge=False,
+                  header_style="bold")
+    for column in ("epoch", "train loss", "val loss", "val mIoU", "LB-style mIoU", "seconds"):
+        table.add_column(column, justify="right")
+    for e in summary["epochs"]:
+        mark = " *" if e["epoch"] == summary["best_epoch"] else ""
+        table.add_row(f"{e['epoch']}{mark}", f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}", f"{e['val_miou']:.4f}",
+                      f"{e['lb_val_miou']:.4f}", f"{e['seconds']:.1f}")
+    return table

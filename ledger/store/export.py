@@ -1,7 +1,7 @@
 """Writing the ledger back out: the Markdown document, or one row per run as CSV/JSON.
 
 SQLAlchemy and pandas are imported inside the functions that use them: the flat export
-also runs on the stdlib sqlite3 reader of `ledger.fastread`.
+also runs on the stdlib sqlite3 reader of `ledger.store.sqlite_reader`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,45 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
-from ledger.markdown import Document as MdDocument
-from ledger.markdown import Table, render_document, split_row
-from ledger.records import DEFAULT_HEADERS, link_label_of, row_cells
+from ledger.core.errors import LedgerError
+from ledger.core.markdown import Document as MdDocument
+from ledger.core.markdown import Table, render_document, split_row
+from ledger.core.cells import DEFAULT_HEADERS, link_label_of, row_cells
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 EXPORT_FORMATS = ("md", "csv", "json")
+
+
+def export_text(db: Optional[str], fmt: str) -> str:
+    """The ledger at `db` as text: the Markdown log ("md"), or one row per run ("csv", "json")."""
+    if fmt not in EXPORT_FORMATS:
+        raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
+    if fmt == "md":
+        from ledger.store.db import open_ledger, transaction
+
+        with transaction(open_ledger(db)) as session:
+            return export_markdown(session)
+    from ledger.store.readers import reading
+
+    with reading(db) as reader:
+        return export_flat(reader.source, fmt)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write `text` to `path` all at once: through a temporary file renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def export_markdown(session: Session) -> str:
@@ -35,7 +64,7 @@ def export_markdown(session: Session) -> str:
     """
     from sqlalchemy import select
 
-    from ledger.models import Document, Run
+    from ledger.store.models import Document, Run
 
     layout = session.scalars(select(Document)).first()
     if layout is None:
@@ -58,14 +87,17 @@ def export_markdown(session: Session) -> str:
     return render_document(doc)
 
 
-# Columns of the flat export, in order; parsed arguments follow as `args.<key>`.
-FLAT_COLUMNS = (
-    "name", "date", "model", "kind", "parent", "status", "lb_miou", "val_miou", "lb_val_miou",
-    "links", "notes", "arguments", "args_status", "job_hash", "created_at", "updated_at",
+# The flat export's columns, in order, and the runs column each is read from (None: the
+# parent's name); parsed arguments follow as `args.<key>`. Both read paths select from here.
+FLAT_FIELDS = (
+    ("name", "name"), ("date", "date"), ("model", "model"), ("kind", "kind"), ("parent", None),
+    ("status", "status"), ("lb_miou", "lb_miou"), ("val_miou", "val_miou"), ("lb_val_miou", "lb_val_miou"),
+    ("links", "links"), ("notes", "notes"), ("arguments", "args_raw"), ("args_status", "args_status"),
+    ("job_hash", "job_hash"), ("created_at", "created_at"), ("updated_at", "updated_at"),
 )
+FLAT_COLUMNS = tuple(name for name, _ in FLAT_FIELDS)
 _FLAT_SQL = (
-    "SELECT r.name, r.date, r.model, r.kind, p.name, r.status, r.lb_miou, r.val_miou, r.lb_val_miou, r.links,"
-    " r.notes, r.args_raw, r.args_status, r.job_hash, r.created_at, r.updated_at, r.args"
+    "SELECT " + ", ".join(f"r.{column}" if column else "p.name" for _, column in FLAT_FIELDS) + ", r.args"
     " FROM runs AS r LEFT JOIN runs AS p ON p.id = r.parent_id ORDER BY r.position, r.id"
 )
 _NAN = float("nan")
@@ -76,22 +108,19 @@ def flat_rows(source: Union[Session, sqlite3.Connection]) -> Iterable[Sequence[A
     """The runs in ledger order, as read: the FLAT_COLUMNS fields, then the parsed arguments.
 
     Through a SQLAlchemy session, JSON comes decoded and times as datetimes; on a sqlite3
-    connection (`ledger.fastread`) both stay text, for `flat_columns` to decode in one pass.
+    connection (`ledger.store.sqlite_reader`) both stay text, for `flat_columns` to decode in one pass.
     """
     if isinstance(source, sqlite3.Connection):
         return source.execute(_FLAT_SQL)
     from sqlalchemy import select
     from sqlalchemy.orm import aliased
 
-    from ledger.models import Run
+    from ledger.store.models import Run
 
     parent = aliased(Run)
+    fields = [getattr(Run, column) if column else parent.name for _, column in FLAT_FIELDS]
     query = (
-        select(
-            Run.name, Run.date, Run.model, Run.kind, parent.name, Run.status, Run.lb_miou, Run.val_miou,
-            Run.lb_val_miou, Run.links, Run.notes, Run.args_raw, Run.args_status, Run.job_hash,
-            Run.created_at, Run.updated_at, Run.args,
-        )
+        select(*fields, Run.args)
         .outerjoin(parent, Run.parent_id == parent.id)
         .order_by(Run.position, Run.id)
     )
@@ -149,7 +178,7 @@ def export_flat(source: Union[Session, sqlite3.Connection], fmt: str) -> str:
     """CSV or JSON text of `flat_records`, through pandas (imported here, never at start-up).
 
     Args:
-        source: a SQLAlchemy session, or a sqlite3 connection (`ledger.fastread`).
+        source: a SQLAlchemy session, or a sqlite3 connection (`ledger.store.sqlite_reader`).
         fmt: "csv" or "json".
     """
     if fmt not in ("csv", "json"):

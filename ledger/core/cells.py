@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from typing import Any, Optional
+from urllib.parse import urlsplit, urlunsplit
 
-from ledger.args import parse_arguments, render_arguments
-from ledger.markdown import escape_cell, unescape_cell
-
-ROLES = ("date", "name", "model", "args", "links", "notes", "lb")
+from ledger.core.args import parse_arguments, render_arguments
+from ledger.core.markdown import escape_cell, unescape_cell
 
 _ALIASES = {
     "date": {"date", "day", "날짜", "일자"},
@@ -66,6 +65,12 @@ def parse_links(cell: str) -> list[str]:
     urls = [m.group(2) for m in _LINK.finditer(text)]
     urls += _BARE_URL.findall(_LINK.sub(" ", text))
     return urls
+
+
+def link_key(url: str) -> str:
+    """What makes two links the same W&B page: `?workspace=user-...` only picks whose view opens."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
 def parse_notes(cell: str) -> Optional[str]:

@@ -1,4 +1,4 @@
-"""`ledger compare`, `history`, `check` and `set`: parse, call `ledger.analysis`, print.
+"""`ledger compare`, `history` and `check`: parse, call `ledger.analysis`, print.
 
 Tables are built from `Text` so that names and notes from the log print literally.
 """
@@ -9,27 +9,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ledger.cli import DbOption, JsonOption, _console, app, print_json, user_errors
-from ledger.db import LedgerError
-
-FormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="table (for the terminal) or md (a Markdown table to paste into a PR or README).")
-]
-FORMATS = ("table", "md")
-# ledger.analysis.DEFAULT_TOL, repeated so that `ledger --help` does not import the library.
-DEFAULT_TOL = 0.01
-TolOption = Annotated[
-    float,
-    typer.Option("--tol", help=f"Largest absolute mIoU difference that still agrees (default {DEFAULT_TOL}).", min=0.0),
-]
-
-
-def _output_format(fmt: str, as_json: bool) -> str:
-    if fmt not in FORMATS:
-        raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    if as_json and fmt != "table":
-        raise LedgerError("pass either --json or --format md, not both")
-    return "json" if as_json else fmt
+from ledger.analysis import DEFAULT_TOL
+from ledger.cli.common import (
+    DbOption,
+    FormatOption,
+    JsonOption,
+    TolOption,
+    app,
+    console,
+    output_format,
+    print_json,
+    user_errors,
+)
 
 
 def _value(value: Any, present: bool = True) -> str:
@@ -108,11 +99,12 @@ def _agreement_lines(cmp: dict[str, Any]) -> list[str]:
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    from ledger.markdown import escape_cell
+    """Plain-text cells as a compact GFM table, `|` and line breaks escaped."""
+    from ledger.core.markdown import Table, escape_cell, render_table
 
-    lines = ["| " + " | ".join(escape_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(escape_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    table = Table(headers=[escape_cell(h) for h in header], aligns=["---"] * len(header),
+                  rows=[[escape_cell(c) for c in row] for row in rows], aligned=False)
+    return render_table(table)
 
 
 def _compare_markdown(cmp: dict[str, Any]) -> str:
@@ -127,7 +119,7 @@ def _compare_markdown(cmp: dict[str, Any]) -> str:
     text = _markdown_table(header, body)
     lines = _agreement_lines(cmp)
     if lines:
-        from ledger.markdown import escape_cell
+        from ledger.core.markdown import escape_cell
 
         text += "\n" + "".join(f"- {escape_cell(line)}\n" for line in lines)
     return text
@@ -168,10 +160,10 @@ def compare_cmd(
 ) -> None:
     """Compare runs: the arguments and resolved-job fields that differ, score deltas, and for
     reproductions the environment, data and whether each agrees with its original."""
-    from ledger.analysis import compare_runs
-    from ledger.db import open_ledger, transaction
+    from ledger.analysis.compare import compare_runs
+    from ledger.store.db import open_ledger, transaction
 
-    out = _output_format(fmt, as_json)
+    out = output_format(fmt, as_json)
     engine = open_ledger(db)
     with transaction(engine) as session:
         cmp = compare_runs(session, runs, all_fields=all_fields, tol=tol).to_dict()
@@ -180,7 +172,7 @@ def compare_cmd(
     elif out == "md":
         typer.echo(_compare_markdown(cmp), nl=False)
     else:
-        _console().print(_compare_table(cmp))
+        console().print(_compare_table(cmp))
 
 
 # --------------------------------------------------------------------- history
@@ -252,10 +244,10 @@ def history_cmd(
 ) -> None:
     """Each run against the logged run before it: what changed (arguments and resolved job),
     the LB score and its delta, and whether the delta can be attributed to one change."""
-    from ledger.analysis import history
-    from ledger.db import open_ledger, transaction
+    from ledger.analysis.history import history
+    from ledger.store.db import open_ledger, transaction
 
-    out = _output_format(fmt, as_json)
+    out = output_format(fmt, as_json)
     engine = open_ledger(db)
     with transaction(engine) as session:
         entries = [e.to_dict() for e in history(session)]
@@ -281,7 +273,7 @@ def history_cmd(
         if entry["kind"] == "reproduction":
             cells[1].stylize("cyan")
         table.add_row(*cells)
-    _console().print(table)
+    console().print(table)
 
 
 # ----------------------------------------------------------------------- check
@@ -302,8 +294,8 @@ def check_cmd(
 ) -> None:
     """Audit the log: names the arguments deny, run_name mismatches, notes the arguments
     contradict, scores, shared links and reproductions that disagree. Exits 1 on any error."""
-    from ledger.analysis import check_ledger
-    from ledger.db import open_ledger, transaction
+    from ledger.analysis.check import check_ledger
+    from ledger.store.db import open_ledger, transaction
 
     engine = open_ledger(db)
     with transaction(engine) as session:
@@ -314,7 +306,7 @@ def check_cmd(
         from rich.table import Table
         from rich.text import Text
 
-        console = _console()
+        out = console()
         if report.findings:
             table = Table(show_edge=False, header_style="bold", pad_edge=False)
             table.add_column("Severity", no_wrap=True)
@@ -325,40 +317,9 @@ def check_cmd(
             for f in report.findings:
                 table.add_row(Text(f.severity, style=_SEVERITY_STYLE[f.severity]), Text(str(f.row)), Text(f.run),
                               Text(f.code), Text(f.message))
-            console.print(table)
+            out.print(table)
         others = len(report.findings) - report.errors - report.warnings
         summary = f"{_count(report.errors, 'error')}, {_count(report.warnings, 'warning')}"
-        console.print(Text(summary + (f", {others} info" if others else "")))
+        out.print(Text(summary + (f", {others} info" if others else "")))
     if report.errors:
         raise typer.Exit(1)
-
-
-# ------------------------------------------------------------------------- set
-
-
-@app.command("set")
-@user_errors
-def set_cmd(
-    run: Annotated[str, typer.Argument(help="The run's name.")],
-    lb: Annotated[Optional[float], typer.Option("--lb", help="Leaderboard mIoU after submitting (0..1). Where the log keeps scores in its notes, 'lb mIoU : X' is appended to them too.")] = None,
-    note: Annotated[Optional[str], typer.Option("--note", help="Text appended to the run's notes, after '. '.")] = None,
-    link: Annotated[Optional[str], typer.Option("--link", help="A W&B run URL added to the run's links.")] = None,
-    as_json: JsonOption = False,
-    db: DbOption = None,
-) -> None:
-    """Record what became known after a run: its LB score, a note, a W&B link. One transaction;
-    `ledger export` writes the change into the log."""
-    from ledger.analysis import set_run
-    from ledger.db import open_ledger, transaction
-
-    engine = open_ledger(db)
-    with transaction(engine) as session:
-        result = set_run(session, run, lb=lb, note=note, link=link)
-    if as_json:
-        print_json(result.to_dict())
-        return
-    from rich.text import Text
-
-    text = Text(f"{result.run}: ")
-    text.append(", ".join(result.changed) + " updated" if result.changed else "nothing changed")
-    _console(stderr=True).print(text)

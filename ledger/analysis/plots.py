@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ledger.db import LedgerError
-from ledger.queries import get_run
+from ledger.core.errors import LedgerError
+from ledger.store.sql_reader import get_run
 
 # Job fields whose change is named in a point's label, in this order of importance.
 _SHORT = {
@@ -54,7 +54,7 @@ def _fmt(value: Any) -> str:
 
 def plot_scores(session: Session, output: Path) -> dict[str, Any]:
     """LB mIoU of every scored logged run, in log order, each labelled by its change."""
-    from ledger.analysis import history
+    from ledger.analysis.history import history
 
     entries = [e for e in history(session) if e.kind != "reproduction"]
     points = [(i, e) for i, e in enumerate(entries) if e.lb_miou is not None]

@@ -1,7 +1,7 @@
 """Reading runs through SQLAlchemy: filters compiled to bound SQL, sorting, lookup by name.
 
-The filter language, its type rules and errors, and the JSON shape of a run live in
-`ledger.fastread`, shared with the stdlib sqlite3 read path; here they become SQLAlchemy
+The filter language, its type rules and errors live in `ledger.core.filters`, shared with
+the stdlib sqlite3 read path (`ledger.store.sqlite_reader`); here they become SQLAlchemy
 expressions, so the same commands work on PostgreSQL and on files that need a migration.
 """
 
@@ -12,24 +12,18 @@ from typing import Any, Iterable, Optional
 from sqlalchemy import ColumnElement, Select, String, cast, select
 from sqlalchemy.orm import Session, selectinload
 
-from ledger.fastread import (
-    ALIASES,
+from ledger.core.filters import (
     COLUMN_NAMES,
-    NUMERIC,
-    OPERATORS,
     Condition,
     Predicate,
     SortKey,
     check_limit,
-    nest_children,
     parse_where,
     predicate,
-    run_details,
-    run_summary,
     sort_key,
     unknown_run,
 )
-from ledger.models import Run
+from ledger.store.models import Run
 
 COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in COLUMN_NAMES}
 
@@ -117,10 +111,10 @@ def get_run(session: Session, name: str) -> Run:
 
 
 class SessionReader:
-    """The read commands' queries through a SQLAlchemy session (see `ledger.fastread.reading`)."""
+    """The read commands' queries through a SQLAlchemy session (see `ledger.store.readers.reading`)."""
 
     def __init__(self, session: Session):
-        self.session = session
+        self.session = self.source = session  # `source`: what `ledger.store.export.export_flat` reads
 
     def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
                   limit: Optional[int] = None) -> list[Run]:
@@ -128,15 +122,3 @@ class SessionReader:
 
     def get_run(self, name: str) -> Run:
         return get_run(self.session, name)
-
-    def export_flat(self, fmt: str) -> str:
-        from ledger.export import export_flat
-
-        return export_flat(self.session, fmt)
-
-
-__all__ = [
-    "ALIASES", "COLUMNS", "NUMERIC", "OPERATORS", "Condition", "SessionReader", "compile_condition",
-    "get_run", "list_query", "list_runs", "nest_children", "parse_where", "render_predicate", "run_details",
-    "run_summary", "sort_expression",
-]

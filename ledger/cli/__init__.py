@@ -1,0 +1,17 @@
+"""The `ledger` command line: one module per group of commands, each registering on `app`.
+
+Every command parses its options, calls one library function and prints; what a command
+does, a notebook can do with the same function (see `ledger.runs`, `ledger.analysis`,
+`ledger.store`). The read commands never import the training stack.
+"""
+
+# Each module registers its commands on `app` when imported; `ledger --help` lists them
+# in this order.
+from ledger.cli import read, transfer, runs, plot, analysis, edit  # noqa: F401,I001
+from ledger.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,80 @@
+"""What every command shares: the app, common options, the console, and error mapping.
+
+Commands parse their options, call one library function and print. Heavy modules (the
+store, rich, the training stack) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from ledger.analysis import DEFAULT_TOL
+from ledger.core.errors import LedgerError, RunInterrupted
+
+app = typer.Typer(
+    name="ledger",
+    help="An ML team's experiment log as a database: list, show, import/export, reproduce and compare runs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option("--db", help="Ledger database: a SQLAlchemy URL or a SQLite path. Default: $LEDGER_DB, else ./runs.db."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON to stdout instead of a table.")]
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="table (for the terminal) or md (a Markdown table to paste into a PR or README).")
+]
+TolOption = Annotated[
+    float,
+    typer.Option("--tol", help=f"Largest absolute mIoU difference that still agrees (default {DEFAULT_TOL}).", min=0.0),
+]
+TABLE_FORMATS = ("table", "md")
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One clear line on stderr and a non-zero exit; never a traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors a user can act on end the command with one line on stderr."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RunInterrupted as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(130)
+        except LedgerError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def output_format(fmt: str, as_json: bool) -> str:
+    """"json", "table" or "md" from `--format` and `--json`."""
+    if fmt not in TABLE_FORMATS:
+        raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(TABLE_FORMATS)}")
+    if as_json and fmt != "table":
+        raise LedgerError("pass either --json or --format md, not both")
+    return "json" if as_json else fmt

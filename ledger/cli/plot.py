@@ -1,0 +1,27 @@
+"""`ledger plot`: the log as a PNG. matplotlib is imported by the plot functions alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ledger.cli.common import DbOption, app, user_errors
+
+
+@app.command("plot")
+@user_errors
+def plot_cmd(
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Runs whose per-epoch curves to draw; none: the LB score of every logged run.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("scores.png"),
+    db: DbOption = None,
+) -> None:
+    """Draw the log: scores over the runs, each point labelled by its change; or epoch curves of RUNs."""
+    from ledger.analysis.plots import plot_curves, plot_scores
+    from ledger.store.db import open_ledger, transaction
+
+    engine = open_ledger(db)
+    with transaction(engine) as session:
+        result = plot_curves(session, runs, output) if runs else plot_scores(session, output)
+    typer.echo(f"wrote {result['output']}", err=True)

@@ -1,0 +1,57 @@
+"""`ledger list` and `ledger show`: the read commands, on the stdlib sqlite3 path where they can."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ledger.cli.common import DbOption, JsonOption, app, console, print_json, user_errors
+
+
+@app.command("list")
+@user_errors
+def list_cmd(
+    where: Annotated[
+        Optional[list[str]],
+        typer.Option("--where", "-w", help="Filter KEY OP VALUE on a column or parsed argument; OP is = != > >= < <= or ~ (contains). Repeatable: all must hold. Example: --where lr=0.0001 --where 'lb_miou>0.6'."),
+    ] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", "-s", help="Sort by a column or argument; prefix with - for descending (e.g. -lb_miou).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most N runs: the newest N in ledger order, or the first N of --sort.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List the runs, oldest first, with reproductions under the run they reproduce."""
+    from ledger.store.readers import reading
+    from ledger.store.shapes import nest_children, run_summary
+
+    with reading(db) as reader:
+        runs = reader.list_runs(where=where or [], sort=sort, limit=limit)
+        if as_json:
+            print_json([run_summary(run) for run in runs])
+            return
+        from ledger.cli.views import runs_table
+
+        rows = nest_children(runs) if not sort else [(run, 0) for run in runs]
+        console().print(runs_table(rows))
+
+
+@app.command("show")
+@user_errors
+def show_cmd(
+    run: Annotated[str, typer.Argument(help="The run's name, as in the log's Run Name column.")],
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Everything about one run: arguments, notes verbatim, links, scores, job and metrics."""
+    from ledger.store.readers import reading
+    from ledger.store.shapes import run_details
+
+    with reading(db) as reader:
+        details = run_details(reader.get_run(run))
+    if as_json:
+        print_json(details)
+        return
+    from ledger.cli.views import run_view
+
+    console().print(run_view(details))

@@ -1,0 +1,431 @@
+"""Training runs the ledger starts: a row -> a resolved job -> a run -> a new row.
+
+What `ledger reproduce` and `ledger run --from` do, as functions a notebook can call:
+
+    from ledger.runs import Request, start
+    from ledger.store.db import open_ledger
+
+    engine = open_ledger("runs.db")
+    summary = start(engine, Request(run="DeepLabV3_cosinelr", data="demo"))
+    summary["val_miou"], summary["name"]
+
+`start` appends the row and trains it, `start_repeats` runs seed siblings, `resume`
+continues an interrupted row, `plan` resolves the job without running anything. The
+appended row moves queued -> running -> finished | failed | interrupted, each change in
+its own short transaction, so that `ledger list` shows it while the job runs and a crash
+or Ctrl-C never leaves it `running`. The training stack is imported only by the
+functions that train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Optional
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from ledger.core import config
+from ledger.core.args import render_arguments
+from ledger.core.errors import LedgerError, RunInterrupted
+from ledger.store.db import transaction
+from ledger.store.jobrecord import JobRecord, row_input
+from ledger.store.models import Metric, Run
+from ledger.store.sql_reader import get_run
+from reproduce.job import Job, ResolvedJob
+from reproduce.resolve import DEMO_PROFILE, ResolveError, resolve, resolve_stored
+
+DEMO = "demo"
+METRIC_NAMES = ("train_loss", "val_loss", "val_miou", "lb_val_miou", "lr")
+
+# A progress display for one run: called with the number of epochs, it gives a context
+# manager whose value takes on_epoch_start(epoch, batches), on_batch(loss, images) and
+# on_epoch(result). `reproduce.progress.ProgressDisplay` is the terminal's.
+Progress = Callable[[int], ContextManager[Any]]
+Say = Callable[[str], None]
+
+
+@dataclass
+class Request:
+    """What the user asked `ledger reproduce` (or `ledger run --from`, with `fork`) for."""
+
+    run: str
+    data: Optional[str] = None  # "demo" or a folder
+    overrides: dict[str, Any] = field(default_factory=dict)
+    weights: Optional[Path] = None
+    no_pretrained: bool = False
+    device: Optional[str] = None
+    fast: bool = False
+    name: Optional[str] = None
+    wandb_mode: str = "auto"
+    runs_dir: Optional[Path] = None
+    seed: Optional[int] = None
+    fork: bool = False  # `ledger run --from`: a new experiment, not a reproduction
+
+
+# ------------------------------------------------------------------ resolution
+
+
+def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJob]:
+    """The original row and its resolved job with the request's profile and overrides."""
+    original = get_run(session, request.run)
+    if original.kind == "reproduction" and original.parent is not None and not request.fork:
+        raise LedgerError(f"{original.name} is itself a reproduction of {original.parent.name}; reproduce that run, "
+                          f"or continue this one with --resume")
+    overrides = dict(request.overrides)
+    if request.weights is not None:
+        if not request.weights.is_file():
+            raise LedgerError(f"--weights: no such file {request.weights}")
+        from reproduce.hashing import file_sha256
+
+        overrides["weights_path"] = str(request.weights.resolve())
+        overrides["weights_sha256"] = file_sha256(request.weights)
+    if request.no_pretrained:
+        if request.weights is not None:
+            raise LedgerError("--weights and --no-pretrained contradict each other")
+        overrides["pretrained"] = False
+    if request.device:
+        overrides["device"] = request.device
+    if request.fast:
+        overrides["fast"] = True
+    if request.seed is not None:
+        overrides["seed"] = request.seed
+    profile = DEMO_PROFILE if request.data == DEMO else None
+    record = JobRecord.of(original)
+    try:
+        if record is not None:
+            resolved = resolve_stored(record.job, record.provenance, record.conflicts, overrides, profile=profile,
+                                      profile_name="--data demo profile")
+        else:
+            resolved = resolve(row_input(original), overrides, profile=profile, profile_name="--data demo profile")
+    except (ResolveError, KeyError) as exc:
+        raise LedgerError(str(exc).strip("'\"")) from None
+    return original, resolved
+
+
+def plan(engine: Engine, request: Request) -> tuple[str, ResolvedJob]:
+    """The name of the row `request` starts from and the job it would train; runs nothing."""
+    with transaction(engine) as session:
+        original, resolved = resolve_request(session, request)
+        return original.name, resolved
+
+
+def parse_seeds(seeds: Optional[str], repeats: int) -> list[int]:
+    """The seeds of `--seeds 42,43,44` (none given: []), checked against `--repeats`."""
+    if repeats < 1:
+        raise LedgerError("--repeats must be 1 or more")
+    if not seeds:
+        return []
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise LedgerError(f"--seeds {seeds!r}: write integers separated by commas, e.g. 42,43,44") from None
+    if repeats > 1 and len(values) != repeats:
+        raise LedgerError(f"--repeats {repeats} but --seeds names {len(values)} seeds")
+    if len(set(values)) != len(values):
+        raise LedgerError("--seeds names a seed twice; on a CPU the same seed gives the same result")
+    return values
+
+
+# --------------------------------------------------------------------- starting
+
+
+def data_dir_for(request_data: Optional[str], job: Job) -> Path:
+    if not request_data:
+        raise LedgerError("say which data to train on: --data demo (bundled synthetic set) or --data PATH")
+    if request_data == DEMO:
+        from reproduce.demo import demo_data_dir
+
+        return demo_data_dir(config.cache_dir(), size=job.image_size)
+    return Path(request_data).expanduser().resolve()
+
+
+def unique_name(session: Session, base: str, suffix: str = "_repro") -> str:
+    taken = set(session.scalars(select(Run.name).where(Run.name.like(f"{base}{suffix}%"))))
+    n = 1
+    while f"{base}{suffix}{n}" in taken:
+        n += 1
+    return f"{base}{suffix}{n}"
+
+
+def append_run(session: Session, original: Run, resolved: ResolvedJob, *, name: Optional[str], data: str,
+               data_dir: Path, fingerprint: dict[str, Any], run_dir_root: Path, fork: bool = False) -> Run:
+    """The new row, queued, with the job and its hash.
+
+    A reproduction is linked to the original as its child; a fork (`ledger run --from`)
+    is a new logged experiment that only records where it started.
+    """
+    name = name or unique_name(session, original.name, "_fork" if fork else "_repro")
+    if session.scalar(select(Run.id).where(Run.name == name)) is not None:
+        raise LedgerError(f"a run named {name!r} already exists; pick another --name")
+    overrides = {f: resolved.job.to_dict()[f] for f, p in resolved.provenance.items() if p.source == "override"}
+    args = dict(original.args or {})
+    args.update({k: v for k, v in overrides.items() if k not in ("weights_sha256",)})
+    run_dir = (run_dir_root / name).resolve()
+    record = JobRecord.start(resolved, data_spec=data, data_dir=data_dir, run_dir=run_dir,
+                             forked_from=original.name if fork else None)
+    position = (session.scalar(select(Run.position).order_by(Run.position.desc()).limit(1)) or 0) + 1
+    label = "the demo data" if data == DEMO else str(data_dir)
+    if fork:
+        changes = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "no changes"
+        notes = f"forked from {original.name} with {changes}, on {label} (job {resolved.job.hash()[:12]})"
+    else:
+        notes = f"reproduction of {original.name} on {label} (job {resolved.job.hash()[:12]})"
+    run = Run(
+        name=name, position=position, date=dt.date.today().isoformat(), model=original.model,
+        args=args, args_raw=render_arguments(args), args_status="ok", links=[], notes=notes,
+        kind="logged" if fork else "reproduction", parent_id=None if fork else original.id, status="queued",
+        job=record.to_json(), job_hash=resolved.job.hash(), data_fingerprint=fingerprint,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = None, *,
+          progress: Optional[Progress] = None, say: Optional[Say] = None) -> dict[str, Any]:
+    """Append a row for `request` and train it; returns the run's summary.
+
+    The data is checked and fingerprinted and the model built (from the job's seed)
+    before the row is appended: missing data or weights are an error that leaves no row.
+
+    Args:
+        engine: the ledger.
+        request: what to run; `resolved`, when given, is its already resolved job.
+        progress: a display per epoch and batch (see `Progress`); default: none.
+        say: called with one line when the row is appended; default: silent.
+
+    Raises:
+        LedgerError: the request, the data or the weights are wrong, or the run failed
+            (its row is then `failed`). `RunInterrupted` when Ctrl-C or a kill stopped it.
+    """
+    from reproduce.data import DataError, data_fingerprint, validate_data_dir
+
+    if resolved is None:
+        _, resolved = plan(engine, request)
+    job = resolved.job
+    data_dir = data_dir_for(request.data, job)
+    try:
+        validate_data_dir(data_dir)
+    except DataError as exc:
+        raise LedgerError(str(exc)) from None
+    fingerprint = data_fingerprint(data_dir)
+    model = _prepare_model(job)
+    with transaction(engine) as session:
+        original = get_run(session, request.run)
+        row = append_run(session, original, resolved, name=request.name, data=request.data, data_dir=data_dir,
+                         fingerprint=fingerprint, run_dir_root=config.runs_dir(request.runs_dir), fork=request.fork)
+        run_id, run_dir, new_name = row.id, Path(JobRecord.of(row).run_dir), row.name
+    verb = "starting a run from" if request.fork else "reproducing"
+    if say is not None:
+        say(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}")
+    return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=request.wandb_mode,
+                   name=new_name, resume=False, progress=progress)
+
+
+def repeat_seeds(resolved: ResolvedJob, repeats: int, seeds: list[int]) -> list[int]:
+    """The seeds of `--repeats N`: those given, else the job's seed and the ones after it."""
+    return seeds or [resolved.job.seed + i for i in range(repeats)]
+
+
+def start_repeats(engine: Engine, request: Request, resolved: ResolvedJob, seeds: list[int], *,
+                  progress: Optional[Progress] = None, say: Optional[Say] = None) -> list[dict[str, Any]]:
+    """Seed repeats: one sibling run per seed, in order; the job of `resolved` keeps its own seed."""
+    summaries = []
+    for seed in seeds:
+        if seed != resolved.job.seed:
+            request = dataclasses.replace(request, seed=seed)
+            _, resolved = plan(engine, request)
+        summaries.append(start(engine, request, resolved, progress=progress, say=say))
+    return summaries
+
+
+def resume(engine: Engine, name: str, *, wandb_mode: str = "auto", progress: Optional[Progress] = None,
+           say: Optional[Say] = None) -> dict[str, Any]:
+    """Continue the interrupted run `name` from its last finished epoch; returns its summary."""
+    with transaction(engine) as session:
+        run, job, run_dir, data_dir = load_for_resume(session, name)
+        run_id = run.id
+    model = _prepare_model(job)
+    if say is not None:
+        say(f"resuming {name} from {run_dir / 'last.pt'}")
+    return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode, name=name,
+                   resume=True, progress=progress)
+
+
+def load_for_resume(session: Session, name: str) -> tuple[Run, Job, Path, Path]:
+    run = get_run(session, name)
+    record = JobRecord.of(run)
+    if record is None or record.run_dir is None:
+        raise LedgerError(f"{name} was not started by ledger; --resume continues an interrupted reproduction or run")
+    if run.status == "finished":
+        raise LedgerError(f"{name} already finished; nothing to resume")
+    job = Job.from_dict(record.job)
+    run_dir = Path(record.run_dir)
+    if not (run_dir / "last.pt").exists():
+        raise LedgerError(f"{name} has no checkpoint in {run_dir} (it stopped before its first epoch ended); "
+                          "start a new reproduction instead")
+    return run, job, run_dir, record.data_dir
+
+
+def _prepare_model(job: Job) -> Any:
+    from reproduce.models import WeightsUnavailable
+    from reproduce.train import build_seeded_model
+
+    try:
+        return build_seeded_model(job)
+    except (WeightsUnavailable, FileNotFoundError, ValueError) as exc:
+        raise LedgerError(str(exc)) from None
+
+
+# -------------------------------------------------------------------- training
+
+
+class LedgerHooks:
+    """Writes each epoch's metrics to the ledger and forwards steps to W&B and the display."""
+
+    def __init__(self, engine: Engine, run_id: int, tracker: Any, display: Any):
+        self.engine, self.run_id, self.tracker, self.display = engine, run_id, tracker, display
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log(step, metrics)
+
+    def on_epoch_start(self, epoch: int, batches: int) -> None:
+        if self.display is not None:
+            self.display.on_epoch_start(epoch, batches)
+
+    def on_batch(self, loss: float, images: int) -> None:
+        if self.display is not None:
+            self.display.on_batch(loss, images)
+
+    def on_epoch(self, result: Any) -> None:
+        self.record([result])
+        if self.display is not None:
+            self.display.on_epoch(result)
+
+    def on_restored(self, history: list[Any]) -> None:
+        """Epochs finished before an interruption whose metrics the ledger may have missed."""
+        self.record(history)
+
+    def record(self, results: list[Any]) -> None:
+        with transaction(self.engine) as session:
+            run = session.get(Run, self.run_id)
+            have = {(m.name, m.step) for m in run.metrics}
+            for result in results:
+                for name in METRIC_NAMES:
+                    if (name, result.epoch) not in have:
+                        run.metrics.append(Metric(name=name, step=result.epoch, epoch=result.epoch,
+                                                  value=float(getattr(result, name))))
+            session.flush()
+            run.val_miou = max((m.value for m in run.metrics if m.name == "val_miou"), default=None)
+
+
+def set_status(engine: Engine, run_id: int, status: str, **fields: Any) -> None:
+    with transaction(engine) as session:
+        run = session.get(Run, run_id)
+        run.status = status
+        for key, value in fields.items():
+            setattr(run, key, value)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A `kill` of the job is recorded like Ctrl-C: interrupted, resumable."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path, *, model: Any, wandb_mode: str,
+            name: str, resume: bool = False, progress: Optional[Progress] = None) -> dict[str, Any]:
+    """Train the row `run_id`; returns the summary. Its status is final whatever happens.
+
+    Raises:
+        RunInterrupted: Ctrl-C or SIGTERM; the row is `interrupted`.
+        LedgerError: the run failed; the row is `failed` with the error.
+    """
+    from reproduce.data import DataError
+
+    try:
+        with (progress(job.num_epochs) if progress is not None else nullcontext()) as display:
+            return _train_row(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode,
+                              display=display, resume=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(name) from None
+    except DataError as exc:
+        raise LedgerError(f"{name} failed: {exc}") from None
+    except Exception as exc:
+        raise LedgerError(f"{name} failed: {exc.__class__.__name__}: {exc} (status recorded as failed)") from None
+
+
+def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path, *, model: Any,
+               wandb_mode: str, display: Any, resume: bool) -> dict[str, Any]:
+    from reproduce.environment import environment
+    from reproduce.runfiles import write_job_files
+    from reproduce.tracking import Tracker
+    from reproduce.train import select_device, train
+
+    started = time.perf_counter()
+    with transaction(engine) as session:
+        run = session.get(Run, run_id)
+        record = JobRecord.of(run)
+        previous_duration = run.duration_s or 0.0
+    env = environment(str(select_device(job)))
+    write_job_files(run_dir, record.to_json(), env)
+    set_status(engine, run_id, "running", environment=env, error=None)
+    tracker = None
+    try:
+        with sigterm_as_interrupt():
+            tracker = Tracker(job=job, config=record.to_json(), run_dir=run_dir, mode=wandb_mode,
+                              resume_id=record.wandb_id if resume else None)
+            if tracker.link:
+                record = record.replace(wandb_id=tracker.run_id)
+                set_status(engine, run_id, "running", links=[tracker.link], job=record.to_json())
+            hooks = LedgerHooks(engine, run_id, tracker, display)
+            result = train(job, data_dir, run_dir, cache_dir=config.cache_dir(), resume=resume, hooks=hooks,
+                           model_factory=lambda _job: model)
+    except KeyboardInterrupt:
+        _finish(engine, run_id, "interrupted", started, previous_duration, tracker, 255,
+                error="interrupted; continue with `ledger reproduce --resume`")
+        raise
+    except BaseException as exc:
+        _finish(engine, run_id, "failed", started, previous_duration, tracker, 1,
+                error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    summary = {
+        "best_epoch": result.best_epoch, "val_miou": result.best_val_miou, "lb_val_miou": result.best_lb_val_miou,
+        "checkpoint": str(result.checkpoint), "submission": str(result.submission) if result.submission else None,
+        "epochs": [e.__dict__ for e in result.epochs],
+    }
+    _finish(engine, run_id, "finished", started, previous_duration, tracker, 0, val_miou=result.best_val_miou,
+            lb_val_miou=result.best_lb_val_miou, checkpoint_path=str(result.checkpoint))
+    with transaction(engine) as session:
+        run = session.get(Run, run_id)
+        run.notes = (run.notes or "") + (
+            f". best val mIoU {result.best_val_miou:.4f} (LB-style {result.best_lb_val_miou:.4f}) "
+            f"at epoch {result.best_epoch}/{job.num_epochs}"
+        )
+        summary["name"] = run.name
+        summary["links"] = list(run.links or [])
+    return summary
+
+
+def _finish(engine: Engine, run_id: int, status: str, started: float, previous: float, tracker: Any,
+            exit_code: int, **fields: Any) -> None:
+    if tracker is not None:
+        try:
+            tracker.finish(exit_code)
+        except Exception:  # W&B failing to close must not hide the job's own outcome
+            pass
+    set_status(engine, run_id, status, duration_s=previous + time.perf_counter() - started, **fields)

@@ -1,0 +1,116 @@
+"""What the ledger stores about a job it started, and a row as job resolution takes it.
+
+A run that ledger trained (a reproduction, or a run started with `ledger run --from`)
+keeps its resolved job in the `job` column. `JobRecord` is that column's one typed
+shape: `JobRecord.start` builds it when the row is appended, `JobRecord.of` reads it back,
+and `to_json` is what is stored. Rows imported from a log have no record; resolution
+takes them as a `RowInput` (`row_input`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ledger.core.errors import LedgerError
+
+if TYPE_CHECKING:
+    from reproduce.resolve import RowInput
+
+# Keys of records written before this type existed and no longer read.
+_RETIRED = frozenset({"warnings"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A started job: the resolved job with each field's provenance, and where it runs.
+
+    `job` maps every job field to its value, `provenance` each field to its source and
+    detail, as `reproduce.job.ResolvedJob.to_dict` writes them.
+    """
+
+    job: dict[str, Any]
+    hash: str
+    provenance: dict[str, dict[str, Any]]
+    conflicts: tuple[dict[str, Any], ...] = ()
+    data: Optional[dict[str, str]] = None  # {"spec": "demo" or the --data given, "dir": the folder used}
+    run_dir: Optional[str] = None  # checkpoints, job.json, args.yaml
+    forked_from: Optional[str] = None  # `ledger run --from`: the row it started from
+    wandb_id: Optional[str] = None  # the W&B run, resumed with the job
+
+    @classmethod
+    def start(cls, resolved: Any, *, data_spec: str, data_dir: Path, run_dir: Path,
+              forked_from: Optional[str] = None) -> "JobRecord":
+        """The record of a job about to run: a `ResolvedJob` and where it runs."""
+        plain = resolved.to_dict()
+        return cls(job=plain["job"], hash=plain["hash"], provenance=plain["provenance"],
+                   conflicts=tuple(plain["conflicts"]), data={"spec": data_spec, "dir": str(data_dir)},
+                   run_dir=str(run_dir), forked_from=forked_from)
+
+    @classmethod
+    def of(cls, run: Any) -> Optional["JobRecord"]:
+        """The record a run (an ORM `Run`, or any object with its `job` attribute) carries; None if none."""
+        return cls.from_json(getattr(run, "job", None))
+
+    @classmethod
+    def from_json(cls, stored: Any) -> Optional["JobRecord"]:
+        if not isinstance(stored, dict) or not isinstance(stored.get("job"), dict):
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(stored) - known - _RETIRED)
+        if unknown:
+            raise LedgerError(f"a stored job has keys this ledger does not know ({', '.join(unknown)}); "
+                              "was it written by a newer ledger?")
+        values = {k: v for k, v in stored.items() if k in known}
+        values["conflicts"] = tuple(values.get("conflicts") or ())
+        values.setdefault("provenance", {})
+        values.setdefault("hash", "")
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: plain JSON, keys left out where they have no value."""
+        out = dataclasses.asdict(self)
+        out["conflicts"] = list(self.conflicts)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def sources(self) -> dict[str, str]:
+        """Each field's source: recorded, code-state, notes, default or override."""
+        return {f: (p or {}).get("source", "") for f, p in self.provenance.items()}
+
+    def details(self) -> dict[str, str]:
+        return {f: (p or {}).get("detail", "") for f, p in self.provenance.items()}
+
+    def overridden(self) -> list[str]:
+        """Fields set by an override, in the job's field order."""
+        sources = self.sources()
+        return [f for f in self.job if sources.get(f) == "override"]
+
+    def replace(self, **changes: Any) -> "JobRecord":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_dir(self) -> Optional[Path]:
+        return Path(self.data["dir"]) if self.data and self.data.get("dir") else None
+
+
+def row_input(run: Any) -> RowInput:
+    """A ledger row as `reproduce.resolve` takes it."""
+    from reproduce.resolve import RowInput
+
+    return RowInput(run.name, run.date, run.args, run.args_status, run.args_error, run.kind)
+
+
+def rows_from_log(text: str) -> dict[str, RowInput]:
+    """Every row of a Markdown experiment log, by name, as resolution takes it (no ledger needed)."""
+    from ledger.core.cells import fields_from_cells, is_experiment_table
+    from ledger.core.markdown import parse_document
+    from reproduce.resolve import RowInput
+
+    table = parse_document(text, accept=is_experiment_table).table
+    rows = {}
+    for cells in table.rows:
+        f = fields_from_cells(dict(zip(table.headers, cells)), table.headers)
+        rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
+    return rows

@@ -1,0 +1,88 @@
+"""The JSON shapes of a run that `ledger list --json` and `ledger show --json` print.
+
+A run here is an ORM `Run` or a record of `ledger.store.sqlite_reader`: only attributes both
+have are read, so the two read paths print the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.core.cells import header_role
+
+
+def nest_children(runs: list[Any]) -> list[tuple[Any, int]]:
+    """Runs with reproductions moved under their parent: (run, depth) in display order."""
+    present = {run.id for run in runs}
+    children: dict[int, list[Any]] = {}
+    roots = []
+    for run in runs:
+        if run.parent_id is not None and run.parent_id in present:
+            children.setdefault(run.parent_id, []).append(run)
+        else:
+            roots.append(run)
+    out: list[tuple[Any, int]] = []
+
+    def visit(run: Any, depth: int) -> None:
+        out.append((run, depth))
+        for child in children.get(run.id, []):
+            visit(child, depth + 1)
+
+    for run in roots:
+        visit(run, 0)
+    return out
+
+
+def run_summary(run: Any) -> dict[str, Any]:
+    """The fields `ledger list --json` prints for a run (an ORM `Run` or a record here)."""
+    return {
+        "name": run.name,
+        "date": run.date,
+        "model": run.model,
+        "kind": run.kind,
+        "parent": run.parent.name if run.parent is not None else None,
+        "status": run.status,
+        "lb_miou": run.lb_miou,
+        "val_miou": run.val_miou,
+        "lb_val_miou": run.lb_val_miou,
+    }
+
+
+def run_details(run: Any) -> dict[str, Any]:
+    """Everything about a run, as `ledger show --json` prints it."""
+    details = run_summary(run)
+    details.update(
+        arguments=run.args,
+        arguments_raw=run.args_raw,
+        args_status=run.args_status,
+        args_error=run.args_error,
+        links=list(run.links or []),
+        notes=run.notes,
+        children=[child.name for child in run.children],
+        created_at=run.created_at.isoformat() if run.created_at else None,
+        updated_at=run.updated_at.isoformat() if run.updated_at else None,
+        source=run.source,
+        source_row=run.source_row,
+        extra_columns=_extra_columns(run),
+        job=run.job,
+        job_hash=run.job_hash,
+        environment=run.environment,
+        data_fingerprint=run.data_fingerprint,
+        duration_s=run.duration_s,
+        checkpoint_path=run.checkpoint_path,
+        error=run.error,
+        metrics=_metric_series(run),
+    )
+    return details
+
+
+def _extra_columns(run: Any) -> dict[str, str]:
+    return {h: v for h, v in (run.cells or {}).items() if header_role(h) is None}
+
+
+def _metric_series(run: Any) -> dict[str, list[dict[str, Any]]]:
+    series: dict[str, list[dict[str, Any]]] = {}
+    for metric in run.metrics:
+        series.setdefault(metric.name, []).append({"step": metric.step, "epoch": metric.epoch, "value": metric.value})
+    return series
+

@@ -1,0 +1,197 @@
+"""Reading a SQLite ledger on the standard library's sqlite3, without SQLAlchemy.
+
+`ledger list` and `ledger show` are the commands users type most, and importing SQLAlchemy
+costs more than their query. This reader answers them on a SQLite ledger whose schema is
+current; any other ledger (PostgreSQL, or an old file that needs a migration) is read
+through SQLAlchemy by `ledger.store.sql_reader`, which renders the same filters
+(`ledger.core.filters`) as SQLAlchemy expressions.
+
+The columns and how to decode each are read from the file's own schema (`PRAGMA
+table_info`), which the migrations wrote from `ledger.store.models`: a column added there
+comes back here, decoded by its declared type, without a list to keep in step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import namedtuple
+from datetime import datetime
+from typing import Any, Callable, Iterable, Optional
+
+from ledger.core.config import resolve_url, sqlite_path
+from ledger.store.db import HEAD_REVISION
+from ledger.core.filters import Predicate, SortKey, check_limit, parse_where, predicate, sort_key, unknown_run
+
+# Read-only records with the attribute names of the ORM classes, so that `ledger.store.shapes`
+# and the terminal views take either.
+Ref = namedtuple("Ref", "name")
+MetricPoint = namedtuple("MetricPoint", "name step epoch value")
+
+# The columns `ledger list` shows and nests by; each is a column of the runs table.
+SUMMARY_COLUMNS = ("id", "parent_id", "position", "name", "date", "model", "kind", "status", "lb_miou", "val_miou",
+                   "lb_val_miou")
+RunSummary = namedtuple("RunSummary", SUMMARY_COLUMNS + ("parent",))
+RunSummary.__doc__ = "A run as `ledger list` reads it: the columns it shows and its parent."
+
+# How SQLAlchemy's result processors turn SQLite's stored text into Python values, by the
+# type name SQLAlchemy declares a column with; other types come back as stored.
+DECODERS: dict[str, Callable[[Any], Any]] = {
+    "JSON": json.loads,
+    "DATETIME": datetime.fromisoformat,
+    "BOOLEAN": bool,
+}
+
+# SQLAlchemy casts JSON values to FLOAT, BOOLEAN and VARCHAR; in SQLite those are the
+# REAL, NUMERIC and TEXT affinities.
+_CAST = {"float": "REAL", "boolean": "NUMERIC", "string": "TEXT"}
+_FROM = "FROM runs AS r LEFT JOIN runs AS p ON p.id = r.parent_id"
+
+
+class Schema:
+    """A table's columns as the file declares them, and the decoder of each (None: as stored)."""
+
+    def __init__(self, declared: list[tuple[str, str]]):
+        self.columns = tuple(name for name, _ in declared)
+        self.types = dict(declared)
+
+    @classmethod
+    def of(cls, conn: sqlite3.Connection, table: str) -> "Schema":
+        return cls([(row[1], row[2]) for row in conn.execute(f"PRAGMA table_info({table})")])
+
+    def decoder(self, column: str) -> Optional[Callable[[Any], Any]]:
+        return DECODERS.get(self.types[column].upper())
+
+    def decode(self, columns: Iterable[str], row: Iterable[Any]) -> list[Any]:
+        out = []
+        for column, value in zip(columns, row):
+            decode = self.decoder(column)
+            out.append(value if value is None or decode is None else decode(value))
+        return out
+
+
+def json_path(key: str) -> str:
+    # Keys are identifiers (the filter grammar allows nothing else), so no quoting is needed.
+    return f'$."{key}"'
+
+
+def like_escape(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def _target_sql(column: Optional[str], arg_key: Optional[str], read_as: Optional[str]) -> tuple[str, list[Any]]:
+    if column is not None:
+        return (f"CAST(r.{column} AS {_CAST[read_as]})" if read_as else f"r.{column}"), []
+    assert arg_key is not None and read_as is not None
+    return f"CAST(json_extract(r.args, ?) AS {_CAST[read_as]})", [json_path(arg_key)]
+
+
+def where_sql(pred: Predicate) -> tuple[str, list[Any]]:
+    """The predicate as SQLite SQL with `?` placeholders, and its parameters."""
+    expr, params = _target_sql(pred.column, pred.arg_key, pred.read_as)
+    if pred.op == "~":
+        return f"{expr} LIKE '%' || ? || '%' ESCAPE '/'", [*params, like_escape(pred.value)]
+    if pred.value is None:
+        return f"{expr} IS {'NOT ' if pred.op == '!=' else ''}NULL", params
+    value = pred.value
+    if pred.read_as == "boolean":
+        value = int(value)
+    elif isinstance(value, datetime):
+        value = sqlite_time(value)
+    return f"{expr} {pred.op} ?", [*params, value]
+
+
+def sqlite_time(value: datetime) -> str:
+    """A time as SQLAlchemy stores it in SQLite (its DATETIME bind format), which compares as text."""
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+
+
+def order_sql(key: SortKey) -> tuple[str, list[Any]]:
+    expr, params = _target_sql(key.column, key.arg_key, None if key.column else "float")
+    return f"{expr} {'DESC' if key.descending else 'ASC'} NULLS LAST", params
+
+
+class SqliteReader:
+    """The read commands' queries on a sqlite3 connection to an up-to-date ledger."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = self.source = conn  # `source`: what `ledger.store.export.export_flat` reads
+        self.schema = Schema.of(conn, "runs")
+        # A run as `ledger show` reads it: every column, its parent and children (`Ref`s), metrics.
+        self.record = namedtuple("RunRecord", self.schema.columns + ("parent", "children", "metrics"))
+
+    def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
+                  limit: Optional[int] = None) -> list[RunSummary]:
+        """As `ledger.store.sql_reader.list_runs`: all filters hold; without --sort the newest N, oldest first."""
+        check_limit(limit)
+        clauses, params = [], []
+        for expr in where:
+            sql, values = where_sql(predicate(parse_where(expr)))
+            clauses.append(sql)
+            params += values
+        if sort:
+            order, values = order_sql(sort_key(sort))
+            order += ", r.position, r.id"
+            params += values
+        elif limit is not None:
+            order = "r.position DESC, r.id DESC"
+        else:
+            order = "r.position, r.id"
+        sql = f"SELECT {', '.join('r.' + c for c in SUMMARY_COLUMNS)}, p.name {_FROM}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        decode = any(self.schema.decoder(c) for c in SUMMARY_COLUMNS)
+        runs = []
+        for row in self.conn.execute(sql, params):
+            fields = self.schema.decode(SUMMARY_COLUMNS, row) if decode else row[:-1]
+            runs.append(RunSummary(*fields, Ref(row[-1]) if row[-1] is not None else None))
+        if not sort and limit is not None:
+            runs.reverse()
+        return runs
+
+    def get_run(self, name: str) -> Any:
+        """The run called `name`, with parent, children and metrics; a LedgerError if none."""
+        columns = self.schema.columns
+        row = self.conn.execute(
+            f"SELECT {', '.join('r.' + c for c in columns)}, p.name {_FROM} WHERE r.name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            names = [n for (n,) in self.conn.execute("SELECT name FROM runs ORDER BY name")]
+            raise unknown_run(name, names)
+        fields = self.schema.decode(columns, row)
+        run_id = fields[columns.index("id")]
+        children = tuple(Ref(n) for (n,) in self.conn.execute(
+            "SELECT name FROM runs WHERE parent_id = ? ORDER BY id", (run_id,)))
+        metrics = tuple(MetricPoint(*m) for m in self.conn.execute(
+            "SELECT name, step, epoch, value FROM metrics WHERE run_id = ? ORDER BY id", (run_id,)))
+        return self.record(*fields, Ref(row[-1]) if row[-1] is not None else None, children, metrics)
+
+def connect(db: Optional[str] = None) -> Optional[sqlite3.Connection]:
+    """A read-only sqlite3 connection when the ledger is a SQLite file at HEAD_REVISION, else None.
+
+    None sends the caller to SQLAlchemy, which gives the same answers on any database,
+    upgrades an old file, and reports a missing or unreadable one.
+    """
+    path = sqlite_path(resolve_url(db))
+    if path is None or not path.is_file():
+        return None
+    try:
+        # isolation_level=None: the explicit BEGIN below holds one snapshot for every query.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
+    except (sqlite3.Error, ValueError):
+        return None
+    try:
+        conn.execute("BEGIN")
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        conn.close()
+        return None
+    if row is None or row[0] != HEAD_REVISION:
+        conn.close()
+        return None
+    return conn
