@@ -25,6 +25,8 @@ COLUMN_NAMES = (
     "job_hash", "created_at", "position",
 )
 ALIASES = {"lb": "lb_miou", "val": "val_miou", "score": "lb_miou"}
+# The columns' types, as ledger.store.models declares them (a test keeps the two in step;
+# this layer does not import SQLAlchemy).
 NUMERIC = {"lb_miou", "val_miou", "lb_val_miou", "position"}
 TIMES = {"created_at"}  # compared as date-times
 # Columns that are not text: `~` (contains) reads them as text.
