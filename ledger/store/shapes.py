@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.core.cells import header_role
-
 
 def nest_children(runs: list[Any]) -> list[tuple[Any, int]]:
     """Runs with reproductions moved under their parent: (run, depth) in display order."""
@@ -77,6 +75,8 @@ def run_details(run: Any) -> dict[str, Any]:
 
 
 def _extra_columns(run: Any) -> dict[str, str]:
+    from ledger.core.cells import header_role  # `ledger show` needs it, `ledger list` does not
+
     return {h: v for h, v in (run.cells or {}).items() if header_role(h) is None}
 
 
