@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from ledger.core import config
 from ledger.core.args import render_arguments
 from ledger.core.errors import LedgerError, RunInterrupted
-from ledger.store.db import transaction
+from ledger.store.db import transaction, write_retrying
 from ledger.store.jobrecord import JobRecord, row_input
 from ledger.store.models import Metric, Run
 from ledger.store.sql_reader import get_run
@@ -111,7 +111,7 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
 
 def plan(engine: Engine, request: Request) -> tuple[str, ResolvedJob]:
     """The name of the row `request` starts from and the job it would train; runs nothing."""
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         original, resolved = resolve_request(session, request)
         return original.name, resolved
 
@@ -217,11 +217,14 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
         raise LedgerError(str(exc)) from None
     fingerprint = data_fingerprint(data_dir)
     model = _prepare_model(job)
-    with transaction(engine) as session:
+
+    def append(session: Session) -> tuple[int, Path, str]:
         original = get_run(session, request.run)
         row = append_run(session, original, resolved, name=request.name, data=request.data, data_dir=data_dir,
                          fingerprint=fingerprint, run_dir_root=config.runs_dir(request.runs_dir), fork=request.fork)
-        run_id, run_dir, new_name = row.id, Path(JobRecord.of(row).run_dir), row.name
+        return row.id, Path(JobRecord.of(row).run_dir), row.name
+
+    run_id, run_dir, new_name = write_retrying(engine, append)
     verb = "starting a run from" if request.fork else "reproducing"
     if say is not None:
         say(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}")

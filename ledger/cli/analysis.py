@@ -165,7 +165,7 @@ def compare_cmd(
 
     out = output_format(fmt, as_json)
     engine = open_ledger(db)
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         cmp = compare_runs(session, runs, all_fields=all_fields, tol=tol).to_dict()
     if out == "json":
         print_json(cmp)
@@ -249,7 +249,7 @@ def history_cmd(
 
     out = output_format(fmt, as_json)
     engine = open_ledger(db)
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         entries = [e.to_dict() for e in history(session)]
     if out == "json":
         print_json(entries)
@@ -298,7 +298,7 @@ def check_cmd(
     from ledger.store.db import open_ledger, transaction
 
     engine = open_ledger(db)
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         report = check_ledger(session, tol=tol)
     if as_json:
         print_json(report.to_dict())

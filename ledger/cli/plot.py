@@ -22,6 +22,6 @@ def plot_cmd(
     from ledger.store.db import open_ledger, transaction
 
     engine = open_ledger(db)
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         result = plot_curves(session, runs, output) if runs else plot_scores(session, output)
     typer.echo(f"wrote {result['output']}", err=True)

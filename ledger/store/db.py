@@ -7,9 +7,11 @@ to change: the stdlib read path (`ledger.store.sqlite_reader`) needs only the he
 
 from __future__ import annotations
 
+import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from ledger.core.config import resolve_url, sqlite_path
 from ledger.core.errors import LedgerError
@@ -19,16 +21,31 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 # The newest migration in ledger/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    # The driver would BEGIN on its own, lazily, after a read-modify-write has already read;
+    # `_on_sqlite_begin` says when and how a transaction begins instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _on_sqlite_begin(conn) -> None:
+    # A write takes SQLite's write lock as it begins (IMMEDIATE): two read-modify-writes
+    # cannot interleave, and a writer that has to wait does so here, under busy_timeout,
+    # rather than failing halfway. Reads begin DEFERRED and never wait for writers.
+    deferred = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
+
+
+# Execution option of the transactions that only read (see `transaction`).
+READ_ONLY = "ledger_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -37,6 +54,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     return create_engine(url)
 
@@ -44,7 +62,7 @@ def make_engine(url: str) -> Engine:
 def current_revision(engine: Engine) -> str | None:
     from sqlalchemy import inspect, text
 
-    with engine.connect() as conn:
+    with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -84,7 +102,7 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
     if revision is None:
         from sqlalchemy import inspect
 
-        with engine.connect() as conn:
+        with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
             tables = inspect(conn).get_table_names()
         if tables:
             raise LedgerError(f"{url} is a database but not a ledger (tables: {', '.join(sorted(tables))})")
@@ -94,14 +112,51 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
     return engine
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
     from sqlalchemy.orm import sessionmaker
 
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(engine if write else engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One transaction per command: everything it wrote, or nothing."""
-    with session_factory(engine).begin() as session:
+def transaction(engine: Engine, *, write: bool = True) -> Iterator[Session]:
+    """One transaction per command: everything it wrote, or nothing.
+
+    `write=False` for a command that only reads: on SQLite it then neither waits for nor
+    blocks a writer. A write transaction holds SQLite's write lock from its start; on
+    PostgreSQL a read-modify-write locks its row (`get_run(..., for_update=True)`).
+    """
+    with session_factory(engine, write=write).begin() as session:
         yield session
+
+
+T = TypeVar("T")
+
+
+def write_retrying(engine: Engine, work: Callable[[Session], T], *, attempts: int = 8) -> T:
+    """`work(session)` in a write transaction, run again from the start when a concurrent
+    writer got a unique value (a run's name or position) first.
+
+    On PostgreSQL two appends can read the same last position at once; the unique index
+    lets one commit and fails the other, which then reads the ledger afresh and appends
+    after it. (SQLite's write lock already serialises them.)
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction(engine) as session:
+                return work(session)
+        except IntegrityError as exc:
+            if not _unique_violation(exc):
+                raise
+            if attempt == attempts:
+                raise LedgerError(f"other writers kept taking the same run name or position; gave up after "
+                                  f"{attempts} tries") from None
+            time.sleep(random.uniform(0.0, 0.005 * attempt))
+    raise AssertionError("unreachable")
+
+
+def _unique_violation(exc: Exception) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(orig)

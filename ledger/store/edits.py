@@ -57,7 +57,7 @@ def set_run(session: Session, name: str, *, lb: Optional[float] = None, note: Op
     """
     if lb is None and note is None and link is None:
         raise LedgerError("nothing to set: pass --lb, --note or --link")
-    run = get_run(session, name)
+    run = get_run(session, name, for_update=True)
     changed: list[str] = []
     if note is not None:
         text = note.strip()

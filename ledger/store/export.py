@@ -36,7 +36,7 @@ def export_text(db: Optional[str], fmt: str) -> str:
     if fmt == "md":
         from ledger.store.db import open_ledger, transaction
 
-        with transaction(open_ledger(db)) as session:
+        with transaction(open_ledger(db), write=False) as session:
             return export_markdown(session)
     from ledger.store.readers import reading
 

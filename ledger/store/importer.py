@@ -74,16 +74,19 @@ def import_into(db: Optional[str], path: Path, *, fmt: Optional[str] = None, dry
     run rolls everything back.
     """
     from ledger.core.config import resolve_url, sqlite_path
-    from ledger.store.db import open_ledger, transaction
+    from ledger.store.db import open_ledger, write_retrying
 
     file = sqlite_path(resolve_url(db))
     existed = file is None or file.exists()
+    def work(session: Session) -> ImportReport:
+        report = import_file(session, path, fmt=fmt, dry_run=dry_run)
+        if dry_run:
+            session.rollback()
+        return report
+
     try:
         engine = open_ledger(db, create=True)
-        with transaction(engine) as session:
-            report = import_file(session, path, fmt=fmt, dry_run=dry_run)
-            if dry_run:
-                session.rollback()
+        report = write_retrying(engine, work)
     except BaseException:
         if not existed and file is not None:
             _remove_sqlite(file)
@@ -307,6 +310,10 @@ def _reorder(session: Session, names_first: list[str]) -> None:
     runs = list(session.scalars(select(Run).order_by(Run.position, Run.id)))
     rank = {name: i for i, name in enumerate(names_first)}
     runs.sort(key=lambda r: (0, rank[r.name]) if r.name in rank else (1, r.position))
-    for position, run in enumerate(runs, start=1):
-        if run.position != position:
-            run.position = position
+    moved = [(position, run) for position, run in enumerate(runs, start=1) if run.position != position]
+    # Positions are unique at every statement: park the moved rows out of the way first.
+    for position, run in moved:
+        run.position = -position
+    session.flush()
+    for position, run in moved:
+        run.position = position

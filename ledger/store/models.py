@@ -29,8 +29,9 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Order of the rows in the log and in `ledger list`; new rows go last.
-    position: Mapped[int] = mapped_column(Integer, index=True)
+    # Order of the rows in the log and in `ledger list`; new rows go last. Unique, so that two
+    # writers appending at once cannot both take the same place (migration 0003).
+    position: Mapped[int] = mapped_column(Integer, index=True, unique=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     date: Mapped[Optional[str]] = mapped_column(String(32))  # as written in the log
     model: Mapped[Optional[str]] = mapped_column(String(255))
@@ -69,6 +70,11 @@ class Run(Base):
     duration_s: Mapped[Optional[float]] = mapped_column(Float)
     checkpoint_path: Mapped[Optional[str]] = mapped_column(Text)
     error: Mapped[Optional[str]] = mapped_column(Text)
+
+    # Who trains a running row, and when it last said so (migration 0003).
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)

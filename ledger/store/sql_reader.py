@@ -102,9 +102,14 @@ def list_runs(session: Session, *, where: Iterable[str] = (), sort: Optional[str
     return runs
 
 
-def get_run(session: Session, name: str) -> Run:
-    """The run called `name`; a LedgerError naming the closest names if there is none."""
-    run = session.scalars(select(Run).where(Run.name == name)).first()
+def get_run(session: Session, name: str, *, for_update: bool = False) -> Run:
+    """The run called `name`; a LedgerError naming the closest names if there is none.
+
+    `for_update`: lock the row until the transaction ends (PostgreSQL's SELECT ... FOR
+    UPDATE), for a read-modify-write; SQLite's write transactions are serialised already.
+    """
+    query = select(Run).where(Run.name == name)
+    run = session.scalars(query.with_for_update() if for_update else query).first()
     if run is not None:
         return run
     raise unknown_run(name, list(session.scalars(select(Run.name).order_by(Run.name))))
