@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import signal
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from ledger.core import config
 from ledger.core.args import render_arguments
+from ledger.core.cells import check_name
 from ledger.core.errors import LedgerError, RunInterrupted
 from ledger.store.db import transaction, write_retrying
 from ledger.store.jobrecord import JobRecord, row_input
+from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, stale_reason, this_host, utcnow
 from ledger.store.models import Metric, Run
 from ledger.store.sql_reader import get_run
 from reproduce.job import Job, ResolvedJob
@@ -78,6 +82,10 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
     if original.kind == "reproduction" and original.parent is not None and not request.fork:
         raise LedgerError(f"{original.name} is itself a reproduction of {original.parent.name}; reproduce that run, "
                           f"or continue this one with --resume")
+    if request.name is not None:
+        check_name(request.name, "--name")
+        if session.scalar(select(Run.id).where(Run.name == request.name)) is not None:
+            raise LedgerError(f"a run named {request.name!r} already exists; pick another --name")
     overrides = dict(request.overrides)
     if request.weights is not None:
         if not request.weights.is_file():
@@ -96,6 +104,12 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
         overrides["fast"] = True
     if request.seed is not None:
         overrides["seed"] = request.seed
+    from reproduce.tracking import choose_mode
+
+    try:
+        choose_mode(request.wandb_mode)
+    except ValueError as exc:
+        raise LedgerError(f"--wandb: {exc}") from None
     profile = DEMO_PROFILE if request.data == DEMO else None
     record = JobRecord.of(original)
     try:
@@ -161,7 +175,8 @@ def append_run(session: Session, original: Run, resolved: ResolvedJob, *, name: 
     A reproduction is linked to the original as its child; a fork (`ledger run --from`)
     is a new logged experiment that only records where it started.
     """
-    name = name or unique_name(session, original.name, "_fork" if fork else "_repro")
+    name = check_name(name, "--name") if name is not None else unique_name(session, original.name,
+                                                                            "_fork" if fork else "_repro")
     if session.scalar(select(Run.id).where(Run.name == name)) is not None:
         raise LedgerError(f"a run named {name!r} already exists; pick another --name")
     overrides = {f: resolved.job.to_dict()[f] for f, p in resolved.provenance.items() if p.source == "override"}
@@ -216,12 +231,14 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
     except DataError as exc:
         raise LedgerError(str(exc)) from None
     fingerprint = data_fingerprint(data_dir)
+    runs_root = _writable_runs_dir(request.runs_dir)
     model = _prepare_model(job)
 
     def append(session: Session) -> tuple[int, Path, str]:
+        reap_stale(session)
         original = get_run(session, request.run)
         row = append_run(session, original, resolved, name=request.name, data=request.data, data_dir=data_dir,
-                         fingerprint=fingerprint, run_dir_root=config.runs_dir(request.runs_dir), fork=request.fork)
+                         fingerprint=fingerprint, run_dir_root=runs_root, fork=request.fork)
         return row.id, Path(JobRecord.of(row).run_dir), row.name
 
     run_id, run_dir, new_name = write_retrying(engine, append)
@@ -230,6 +247,18 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
         say(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}")
     return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=request.wandb_mode,
                    name=new_name, resume=False, progress=progress)
+
+
+def _writable_runs_dir(given: Optional[Path]) -> Path:
+    """The runs folder, made if missing; an error before any row is appended if it cannot be written."""
+    root = config.runs_dir(given)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(f"cannot create the runs folder {root}: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise LedgerError(f"cannot write to the runs folder {root}; pass --runs-dir or set $LEDGER_RUNS_DIR")
+    return root
 
 
 def repeat_seeds(resolved: ResolvedJob, repeats: int, seeds: list[int]) -> list[int]:
@@ -251,7 +280,11 @@ def start_repeats(engine: Engine, request: Request, resolved: ResolvedJob, seeds
 
 def resume(engine: Engine, name: str, *, wandb_mode: str = "auto", progress: Optional[Progress] = None,
            say: Optional[Say] = None) -> dict[str, Any]:
-    """Continue the interrupted run `name` from its last finished epoch; returns its summary."""
+    """Continue the interrupted run `name` from its last finished epoch; returns its summary.
+
+    A row still `running` is taken over only when its trainer is gone (see
+    `ledger.store.liveness`); a live one is refused.
+    """
     with transaction(engine) as session:
         run, job, run_dir, data_dir = load_for_resume(session, name)
         run_id = run.id
@@ -263,7 +296,11 @@ def resume(engine: Engine, name: str, *, wandb_mode: str = "auto", progress: Opt
 
 
 def load_for_resume(session: Session, name: str) -> tuple[Run, Job, Path, Path]:
-    run = get_run(session, name)
+    run = get_run(session, name, for_update=True)
+    if run.status == "running" and stale_reason(run) is None:
+        raise LedgerError(f"{name} is still running ({live_description(run)}); let it finish, or stop that "
+                          "process first")
+    reap_stale(session)
     record = JobRecord.of(run)
     if record is None or record.run_dir is None:
         raise LedgerError(f"{name} was not started by ledger; --resume continues an interrupted reproduction or run")
@@ -337,6 +374,36 @@ def set_status(engine: Engine, run_id: int, status: str, **fields: Any) -> None:
             setattr(run, key, value)
 
 
+class Heartbeat:
+    """Renews the running row's heartbeat every `every` seconds from a thread of its own,
+    off the training loop; a beat that fails (a busy database) is simply tried again later."""
+
+    def __init__(self, engine: Engine, run_id: int, every: float = HEARTBEAT_S):
+        self.engine, self.run_id, self.every = engine, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ledger-heartbeat-{run_id}", daemon=True)
+
+    def beat(self) -> None:
+        with transaction(self.engine) as session:
+            session.execute(update(Run).where(Run.id == self.run_id, Run.status == "running")
+                            .values(heartbeat_at=utcnow()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.beat()
+            except Exception:  # the next beat, or the row's final status, says the rest
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """A `kill` of the job is recorded like Ctrl-C: interrupted, resumable."""
@@ -380,24 +447,28 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
     from reproduce.train import select_device, train
 
     started = time.perf_counter()
-    with transaction(engine) as session:
+    with transaction(engine, write=False) as session:
         run = session.get(Run, run_id)
         record = JobRecord.of(run)
         previous_duration = run.duration_s or 0.0
-    env = environment(str(select_device(job)))
-    write_job_files(run_dir, record.to_json(), env)
-    set_status(engine, run_id, "running", environment=env, error=None)
     tracker = None
+    # Everything after the row was appended is guarded: whatever fails (an unwritable run
+    # folder, a full disk, a device that is not there) leaves the row failed with the error.
     try:
         with sigterm_as_interrupt():
-            tracker = Tracker(job=job, config=record.to_json(), run_dir=run_dir, mode=wandb_mode,
-                              resume_id=record.wandb_id if resume else None)
-            if tracker.link:
-                record = record.replace(wandb_id=tracker.run_id)
-                set_status(engine, run_id, "running", links=[tracker.link], job=record.to_json())
-            hooks = LedgerHooks(engine, run_id, tracker, display)
-            result = train(job, data_dir, run_dir, cache_dir=config.cache_dir(), resume=resume, hooks=hooks,
-                           model_factory=lambda _job: model)
+            env = environment(str(select_device(job)))
+            write_job_files(run_dir, record.to_json(), env)
+            set_status(engine, run_id, "running", environment=env, error=None, host=this_host(), pid=os.getpid(),
+                       heartbeat_at=utcnow())
+            with Heartbeat(engine, run_id):
+                tracker = Tracker(job=job, config=record.to_json(), run_dir=run_dir, mode=wandb_mode,
+                                  resume_id=record.wandb_id if resume else None)
+                if tracker.link:
+                    record = record.replace(wandb_id=tracker.run_id)
+                    set_status(engine, run_id, "running", links=[tracker.link], job=record.to_json())
+                hooks = LedgerHooks(engine, run_id, tracker, display)
+                result = train(job, data_dir, run_dir, cache_dir=config.cache_dir(), resume=resume, hooks=hooks,
+                               model_factory=lambda _job: model)
     except KeyboardInterrupt:
         _finish(engine, run_id, "interrupted", started, previous_duration, tracker, 255,
                 error="interrupted; continue with `ledger reproduce --resume`")

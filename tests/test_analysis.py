@@ -533,7 +533,7 @@ def test_set_with_an_lb_column_writes_the_column_not_the_notes(engine, tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "nothing to set: pass --lb, --note or --link"),
+    ({}, "nothing to set: pass --lb, --clear-lb, --note, --notes, --clear-notes or --link"),
     ({"lb": 62.0}, "--lb must be an mIoU between 0 and 1, not 62.0"),
     ({"note": "  "}, "--note is empty"),
     ({"link": "wandb.ai/x"}, "--link must be a http(s) URL without spaces, brackets or '|', not 'wandb.ai/x'"),

@@ -67,7 +67,7 @@ def test_compare_markdown_escapes_pipes_and_table_prints_markup_literally(tmp_pa
     (["compare", NS, MULTI, "--json", "--format", "md"], "error: pass either --json or --format md, not both"),
     (["compare", NS, MULTI, "--format", "html"], "error: unknown format 'html'; use one of: table, md"),
     (["history", "--format", "csv"], "error: unknown format 'csv'; use one of: table, md"),
-    (["set", MULTI], "error: nothing to set: pass --lb, --note or --link"),
+    (["set", MULTI], "error: nothing to set: pass --lb, --clear-lb, --note, --notes, --clear-notes or --link"),
     (["set", "nope", "--lb", "0.5"], "error: no run named 'nope'"),
 ])
 def test_user_errors_are_one_line(seeded_db, args, message):

@@ -15,8 +15,8 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_commands_are_the_ones_we_document():
-    assert COMMANDS == sorted(["check", "compare", "export", "history", "import", "list", "plot", "reproduce",
-                               "run", "set", "show"])
+    assert COMMANDS == sorted(["check", "compare", "export", "history", "import", "list", "plot", "rename",
+                               "reproduce", "rm", "run", "set", "show", "tag", "untag"])
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -148,6 +148,19 @@ def test_a_crash_is_recorded_as_failed(seeded_db, tiny_data, monkeypatch):
     assert d["status"] == "failed" and "validation exploded" in d["error"]
 
 
+def test_a_failure_after_the_row_is_appended_leaves_it_failed(seeded_db, tiny_data, monkeypatch):
+    import reproduce.runfiles
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reproduce.runfiles, "write_job_files", disk_full)
+    result = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "no_space")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr and "Traceback" not in result.output
+    d = details("no_space")
+    assert d["status"] == "failed" and "No space left on device" in d["error"]
+
+
 ONE_EPOCH = [a if a != "num_epochs=2" else "num_epochs=1" for a in TINY]
 
 

@@ -17,6 +17,7 @@ from ledger.analysis.jobs import METRICS, RunJob, experiment_key, run_job, same
 from ledger.core.cells import link_key, parse_lb, roles_for
 from ledger.core.errors import LedgerError
 from ledger.core.markdown import unescape_cell
+from ledger.store.liveness import reap_stale, stale_reason
 from ledger.store.models import Document, Run
 from ledger.store.sql_reader import list_runs
 
@@ -36,6 +37,7 @@ class Finding:
 @dataclass
 class CheckReport:
     findings: list[Finding]
+    fixed: Optional[list[str]] = None  # with `--fix`: the stale rows it marked interrupted
 
     @property
     def errors(self) -> int:
@@ -46,7 +48,8 @@ class CheckReport:
         return sum(f.severity == "warning" for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": [f.to_dict() for f in self.findings], "errors": self.errors, "warnings": self.warnings}
+        out = {"findings": [f.to_dict() for f in self.findings], "errors": self.errors, "warnings": self.warnings}
+        return out if self.fixed is None else out | {"fixed": list(self.fixed)}
 
 
 _NUM = r"(?:\d+(?:\.\d*)?(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)"
@@ -92,7 +95,7 @@ class _Row:
         return f"row {self.index} ({self.run.name})"
 
 
-def check_ledger(session: Session, *, tol: float = DEFAULT_TOL) -> CheckReport:
+def check_ledger(session: Session, *, tol: float = DEFAULT_TOL, fix: bool = False) -> CheckReport:
     """Audit the log for contradictions between a row's name, arguments, notes, scores,
     links and reproductions. Each finding names its row and says why.
 
@@ -100,9 +103,12 @@ def check_ledger(session: Session, *, tol: float = DEFAULT_TOL) -> CheckReport:
         session: an open ledger session.
         tol: largest absolute val mIoU difference a reproduction may show against its
             original or its siblings.
+        fix: mark running rows whose trainer is gone `interrupted` (the session must be
+            a write transaction; the caller commits).
     """
     if tol < 0:
         raise LedgerError("--tol must be 0 or more")
+    fixed = reap_stale(session) if fix else None
     rows = [_Row(run, index, dict(run.args) if run.args is not None else None)
             for index, run in enumerate(list_runs(session), start=1)]
     # A reproduction carries its original's arguments (plus overrides) under another name:
@@ -125,7 +131,20 @@ def check_ledger(session: Session, *, tol: float = DEFAULT_TOL) -> CheckReport:
     _check_scores(session, rows, add)
     _check_links(rows, add)
     _check_reproductions(rows, tol, add)
-    return CheckReport([f for _, _, f in sorted(findings, key=lambda t: (t[0], t[1]))])
+    _check_stale(rows, fixed or [], add)
+    return CheckReport([f for _, _, f in sorted(findings, key=lambda t: (t[0], t[1]))], fixed)
+
+
+def _check_stale(rows: list[_Row], fixed: list[str], add: Any) -> None:
+    for row in rows:
+        if row.run.name in fixed:
+            add(row, "info", "stale-run-fixed", f"its trainer was gone; now marked interrupted ({row.run.error})")
+            continue
+        reason = stale_reason(row.run)
+        if reason is not None:
+            add(row, "warning", "stale-run",
+                f"marked running, but {reason}; `ledger check --fix` marks it interrupted, "
+                f"`ledger reproduce {row.run.name} --resume` takes it over")
 
 
 def _job_value(row: _Row, name: str) -> Any:

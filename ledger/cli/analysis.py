@@ -289,17 +289,18 @@ _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 @user_errors
 def check_cmd(
     tol: TolOption = DEFAULT_TOL,
+    fix: Annotated[bool, typer.Option("--fix", help="Mark running rows whose trainer is gone (stale) as interrupted, so that they can be resumed.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Audit the log: names the arguments deny, run_name mismatches, notes the arguments
-    contradict, scores, shared links and reproductions that disagree. Exits 1 on any error."""
+    contradict, scores, shared links, reproductions that disagree, stale runs. Exits 1 on any error."""
     from ledger.analysis.check import check_ledger
     from ledger.store.db import open_ledger, transaction
 
     engine = open_ledger(db)
-    with transaction(engine, write=False) as session:
-        report = check_ledger(session, tol=tol)
+    with transaction(engine, write=fix) as session:
+        report = check_ledger(session, tol=tol, fix=fix)
     if as_json:
         print_json(report.to_dict())
     else:

@@ -42,12 +42,13 @@ def import_cmd(
 def export_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="md (the log, byte for byte as imported), csv or json (one row per run, arguments as columns).")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    include_failed: Annotated[bool, typer.Option("--include-failed", help="Also write runs that failed or were interrupted into the Markdown log (CSV and JSON always carry them, with their status).")] = False,
     db: DbOption = None,
 ) -> None:
-    """Write the ledger out: the Markdown log with every run, or CSV/JSON for pandas and scripts."""
+    """Write the ledger out: the Markdown log of the runs' results, or CSV/JSON of every run for pandas and scripts."""
     from ledger.store.export import export_text, write_file
 
-    text = export_text(db, fmt)
+    text = export_text(db, fmt, include_failed=include_failed)
     if output is not None:
         write_file(output, text)
         return

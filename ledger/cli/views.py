@@ -12,6 +12,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ledger.store.liveness import shown_status
+
 if TYPE_CHECKING:
     from ledger.store.models import Run
     from ledger.store.sqlite_reader import RunSummary
@@ -35,13 +37,15 @@ def runs_table(rows: Iterable[tuple[AnyRun, int]]) -> Table:
     for run, depth in rows:
         name = Text("  " * (depth - 1) + "└ " if depth else "")
         name.append(run.name, style="cyan" if run.kind == "reproduction" else "")
-        status = Text(run.status or "", style=_STATUS_STYLE.get(run.status or "", ""))
+        shown = shown_status(run)
+        status = Text(shown or "", style=_STATUS_STYLE.get(shown or "", ""))
         table.add_row(Text(run.date or ""), name, Text(run.model or ""), fmt_score(run.lb_miou),
                       fmt_score(run.val_miou), status)
     return table
 
 
-_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "blue", "queued": "dim"}
+_STATUS_STYLE = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "blue", "queued": "dim",
+                 "stale": "bold yellow"}
 
 
 def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
@@ -91,6 +95,7 @@ def run_view(details: dict[str, Any]) -> Group:
     for label, key in (("Date", "date"), ("Model", "model"), ("Status", "status"), ("LB mIoU", "lb_miou"),
                        ("val mIoU", "val_miou"), ("val mIoU (LB metric)", "lb_val_miou"), ("Job hash", "job_hash"),
                        ("Duration (s)", "duration_s"), ("Checkpoint", "checkpoint_path"), ("Error", "error"),
+                       ("Stale", "stale_reason"),
                        ("Source", "source")):
         value = details.get(key)
         if value is None:
@@ -108,6 +113,8 @@ def run_view(details: dict[str, Any]) -> Group:
         facts.add_row("W&B", Text(link, style="link " + link if link.startswith("http") else ""))
     for child in details.get("children") or []:
         facts.add_row("Reproduced by", Text(child))
+    if details.get("tags"):
+        facts.add_row("Tags", Text(", ".join(details["tags"])))
     for header, value in (details.get("extra_columns") or {}).items():
         facts.add_row(Text(header), Text(value))
     parts.append(facts)

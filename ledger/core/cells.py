@@ -11,6 +11,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from ledger.core.args import parse_arguments, render_arguments
+from ledger.core.errors import LedgerError
 from ledger.core.markdown import escape_cell, unescape_cell
 
 _ALIASES = {
@@ -33,6 +34,42 @@ _LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
 _BARE_URL = re.compile(r"(?<![(\[])\bhttps?://[^\s<>|)\]]+")
 # "lb mIoU : 0.6293", "LB score 0.61", "lb=0.6"; "best LB score" (no number) does not match.
 _LB = re.compile(r"\blb\s*(?:m\s*iou|score)?\s*[:=]?\s*(\d+(?:\.\d+)?|\.\d+)", re.IGNORECASE)
+
+
+MAX_NAME = 255  # the runs.name column
+_BAD_NAME_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def check_name(name: str, what: str = "a run name") -> str:
+    """`name` if it can name a run: not empty, no path separator, no control character or
+    line break (it becomes a folder name and a cell of the log), at most 255 characters."""
+    if not name or not name.strip():
+        raise LedgerError(f"{what} cannot be empty")
+    if name != name.strip():
+        raise LedgerError(f"{what} cannot start or end with spaces: {name!r}")
+    bad = _BAD_NAME_CHARS.search(name)
+    if bad:
+        raise LedgerError(f"{what} cannot contain {bad.group(0)!r} (no path separators or control characters): "
+                          f"{name!r}")
+    if len(name) > MAX_NAME:
+        raise LedgerError(f"{what} is {len(name)} characters long; at most {MAX_NAME}")
+    return name
+
+
+def replace_lb(notes: Optional[str], lb: Optional[float]) -> Optional[str]:
+    """The notes with the score they state (the last "lb mIoU : X") set to `lb`, or removed
+    when `lb` is None; notes stating no score are returned unchanged."""
+    if not notes:
+        return notes
+    matches = list(_LB.finditer(notes))
+    if not matches:
+        return notes
+    last = matches[-1]
+    if lb is not None:
+        return notes[:last.start(1)] + f"{lb:g}" + notes[last.end(1):]
+    before, after = notes[:last.start()].rstrip(" ,.;"), notes[last.end():].lstrip(" ,.;")
+    joined = f"{before}. {after}" if before and after else before or after
+    return joined or None
 
 
 def header_role(header: str) -> Optional[str]:

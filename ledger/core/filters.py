@@ -32,6 +32,7 @@ TIMES = {"created_at"}  # compared as date-times
 # Columns that are not text: `~` (contains) reads them as text.
 NOT_TEXT = NUMERIC | TIMES
 OPERATORS = ("=", "!=", ">", ">=", "<", "<=", "~")
+TAG_KEYS = ("tag", "tags")
 
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
 _SORT_ARG = re.compile(r"(args\.)?[A-Za-z_][A-Za-z0-9_]*")
@@ -84,9 +85,17 @@ class Predicate:
 
 
 def predicate(cond: Condition) -> Predicate:
-    """The type rules: numbers compare as REAL, True/False as booleans, times as times, the rest as text."""
+    """The type rules: numbers compare as REAL, True/False as booleans, times as times, the rest as text.
+
+    `tag` (or `tags`) asks for a run's tags: `tag=best-lb` has it, `tag!=best-lb` has it not,
+    `tag~best` has one containing the text; it is `read_as` "tag".
+    """
     column = cond.column
     value = cond.value
+    if cond.key in TAG_KEYS:
+        if cond.op not in ("=", "!=", "~"):
+            raise LedgerError(f"{cond.key}: a tag can only be compared with =, != or ~")
+        return Predicate(None, None, "tag", cond.op, str(value))
     if column is not None:
         if cond.op == "~":
             return Predicate(column, None, "string" if column in NOT_TEXT else None, "~", str(value))

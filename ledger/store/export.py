@@ -29,15 +29,20 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("md", "csv", "json")
 
 
-def export_text(db: Optional[str], fmt: str) -> str:
-    """The ledger at `db` as text: the Markdown log ("md"), or one row per run ("csv", "json")."""
+def export_text(db: Optional[str], fmt: str, *, include_failed: bool = False) -> str:
+    """The ledger at `db` as text: the Markdown log ("md"), or one row per run ("csv", "json").
+
+    The Markdown log is the team's record of results: runs that failed or were
+    interrupted stay out of it unless `include_failed`. CSV and JSON carry every run and
+    its status.
+    """
     if fmt not in EXPORT_FORMATS:
         raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
     if fmt == "md":
         from ledger.store.db import open_ledger, transaction
 
         with transaction(open_ledger(db), write=False) as session:
-            return export_markdown(session)
+            return export_markdown(session, include_failed=include_failed)
     from ledger.store.readers import reading
 
     with reading(db) as reader:
@@ -56,8 +61,13 @@ def write_file(path: Path, text: str) -> None:
         raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def export_markdown(session: Session) -> str:
-    """The log as a Markdown document: the imported document, with every run as a row.
+# Runs whose row in the Markdown log would read as a result they never produced.
+NOT_RESULTS = ("failed", "interrupted")
+
+
+def export_markdown(session: Session, *, include_failed: bool = False) -> str:
+    """The log as a Markdown document: the imported document, with every run as a row
+    (failed and interrupted runs only with `include_failed`).
 
     Rows whose cells are unchanged since import are written exactly as they were read;
     changed fields and rows added later (reproductions) are rendered in the same style.
@@ -73,7 +83,10 @@ def export_markdown(session: Session) -> str:
             aligned=True, newline="\n", final_newline=True,
         )
     headers = list(layout.headers)
-    runs = list(session.scalars(select(Run).order_by(Run.position, Run.id)))
+    query = select(Run).order_by(Run.position, Run.id)
+    if not include_failed:
+        query = query.where(Run.status.is_(None) | Run.status.not_in(NOT_RESULTS))
+    runs = list(session.scalars(query))
     label = link_label_of([r.cells for r in runs if r.cells], headers)
     table = Table(headers=headers, aligns=list(layout.aligns), aligned=layout.aligned,
                   header_line=layout.header_line, align_line=layout.align_line)

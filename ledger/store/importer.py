@@ -20,7 +20,7 @@ from ledger.core.args import parse_arguments
 from ledger.core.errors import LedgerError
 from ledger.core.markdown import MarkdownError, parse_document
 from ledger.store.models import Document, Import, Run
-from ledger.core.cells import fields_from_cells, is_experiment_table, parse_lb, parse_links
+from ledger.core.cells import check_name, fields_from_cells, is_experiment_table, parse_lb, parse_links
 
 FORMATS = ("md", "csv", "json")
 
@@ -75,10 +75,13 @@ def import_into(db: Optional[str], path: Path, *, fmt: Optional[str] = None, dry
     """
     from ledger.core.config import resolve_url, sqlite_path
     from ledger.store.db import open_ledger, write_retrying
+    from ledger.store.liveness import reap_stale
 
     file = sqlite_path(resolve_url(db))
     existed = file is None or file.exists()
     def work(session: Session) -> ImportReport:
+        if not dry_run:
+            reap_stale(session)
         report = import_file(session, path, fmt=fmt, dry_run=dry_run)
         if dry_run:
             session.rollback()
@@ -269,6 +272,7 @@ def _check_names(rows: list[dict[str, Any]], source: str) -> None:
             raise LedgerError(f"{source}: row {index} has no run name, so it cannot be matched to the ledger")
         if name in seen:
             raise LedgerError(f"{source}: rows {seen[name]} and {index} both name the run {name!r}")
+        check_name(name, f"{source}: row {index}'s run name")
         seen[name] = index
 
 

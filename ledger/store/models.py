@@ -50,7 +50,7 @@ class Run(Base):
 
     kind: Mapped[Kind] = mapped_column(String(16), default="logged")
     parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
-    status: Mapped[Optional[Status]] = mapped_column(String(16))  # jobs only
+    status: Mapped[Optional[Status]] = mapped_column(String(16), index=True)  # jobs only
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -81,6 +81,9 @@ class Run(Base):
     metrics: Mapped[list["Metric"]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True, order_by="Metric.id"
     )
+    tags: Mapped[list["Tag"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True, order_by="Tag.tag"
+    )
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, kind={self.kind!r}, lb_miou={self.lb_miou!r})"
@@ -103,6 +106,22 @@ class Metric(Base):
 
     def __repr__(self) -> str:
         return f"Metric(run_id={self.run_id!r}, name={self.name!r}, step={self.step!r}, value={self.value!r})"
+
+
+class Tag(Base):
+    """A label a user put on a run (`ledger tag RUN best-lb`); a run has each tag once."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("run_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(String(64), index=True)
+
+    run: Mapped[Run] = relationship(back_populates="tags")
+
+    def __repr__(self) -> str:
+        return f"Tag(run_id={self.run_id!r}, tag={self.tag!r})"
 
 
 class Document(Base):

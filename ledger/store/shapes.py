@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.store.liveness import shown_status, stale_reason
+
 
 def nest_children(runs: list[Any]) -> list[tuple[Any, int]]:
     """Runs with reproductions moved under their parent: (run, depth) in display order."""
@@ -39,7 +41,7 @@ def run_summary(run: Any) -> dict[str, Any]:
         "model": run.model,
         "kind": run.kind,
         "parent": run.parent.name if run.parent is not None else None,
-        "status": run.status,
+        "status": shown_status(run),  # `stale`: running, but its trainer is gone
         "lb_miou": run.lb_miou,
         "val_miou": run.val_miou,
         "lb_val_miou": run.lb_val_miou,
@@ -57,6 +59,7 @@ def run_details(run: Any) -> dict[str, Any]:
         links=list(run.links or []),
         notes=run.notes,
         children=[child.name for child in run.children],
+        tags=[t.tag for t in run.tags],
         created_at=run.created_at.isoformat() if run.created_at else None,
         updated_at=run.updated_at.isoformat() if run.updated_at else None,
         source=run.source,
@@ -69,6 +72,10 @@ def run_details(run: Any) -> dict[str, Any]:
         duration_s=run.duration_s,
         checkpoint_path=run.checkpoint_path,
         error=run.error,
+        host=run.host,
+        pid=run.pid,
+        heartbeat_at=run.heartbeat_at.isoformat() if run.heartbeat_at else None,
+        stale_reason=stale_reason(run),
         metrics=_metric_series(run),
     )
     return details

@@ -23,7 +23,7 @@ from ledger.core.filters import (
     sort_key,
     unknown_run,
 )
-from ledger.store.models import Run
+from ledger.store.models import Run, Tag
 
 COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in COLUMN_NAMES}
 
@@ -57,6 +57,10 @@ def _target(column: Optional[str], arg_key: Optional[str], read_as: Optional[str
 
 def render_predicate(pred: Predicate) -> ColumnElement[bool]:
     """The predicate as a SQL expression; the key and the value travel as bound parameters."""
+    if pred.read_as == "tag":
+        test = Tag.tag.contains(pred.value, autoescape=True) if pred.op == "~" else Tag.tag == pred.value
+        has = Run.tags.any(test)
+        return ~has if pred.op == "!=" else has
     expr = _target(pred.column, pred.arg_key, pred.read_as)
     if pred.op == "~":
         return expr.contains(pred.value, autoescape=True)

@@ -27,10 +27,11 @@ from ledger.core.filters import Predicate, SortKey, check_limit, parse_where, pr
 # and the terminal views take either.
 Ref = namedtuple("Ref", "name")
 MetricPoint = namedtuple("MetricPoint", "name step epoch value")
+TagName = namedtuple("TagName", "tag")
 
 # The columns `ledger list` shows and nests by; each is a column of the runs table.
 SUMMARY_COLUMNS = ("id", "parent_id", "position", "name", "date", "model", "kind", "status", "lb_miou", "val_miou",
-                   "lb_val_miou")
+                   "lb_val_miou", "host", "pid", "heartbeat_at")
 RunSummary = namedtuple("RunSummary", SUMMARY_COLUMNS + ("parent",))
 RunSummary.__doc__ = "A run as `ledger list` reads it: the columns it shows and its parent."
 
@@ -63,11 +64,12 @@ class Schema:
         return DECODERS.get(self.types[column].upper())
 
     def decode(self, columns: Iterable[str], row: Iterable[Any]) -> list[Any]:
-        out = []
-        for column, value in zip(columns, row):
-            decode = self.decoder(column)
-            out.append(value if value is None or decode is None else decode(value))
-        return out
+        return decode_row([self.decoder(c) for c in columns], row)
+
+
+def decode_row(decoders: list[Optional[Callable[[Any], Any]]], row: Iterable[Any]) -> list[Any]:
+    """The stored values of a row as Python values; `decoders` has one entry per column."""
+    return [value if value is None or decode is None else decode(value) for decode, value in zip(decoders, row)]
 
 
 def json_path(key: str) -> str:
@@ -88,6 +90,11 @@ def _target_sql(column: Optional[str], arg_key: Optional[str], read_as: Optional
 
 def where_sql(pred: Predicate) -> tuple[str, list[Any]]:
     """The predicate as SQLite SQL with `?` placeholders, and its parameters."""
+    if pred.read_as == "tag":
+        test = "t.tag LIKE '%' || ? || '%' ESCAPE '/'" if pred.op == "~" else "t.tag = ?"
+        value = like_escape(pred.value) if pred.op == "~" else pred.value
+        exists = f"EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = r.id AND {test})"
+        return ("NOT " + exists if pred.op == "!=" else exists), [value]
     expr, params = _target_sql(pred.column, pred.arg_key, pred.read_as)
     if pred.op == "~":
         return f"{expr} LIKE '%' || ? || '%' ESCAPE '/'", [*params, like_escape(pred.value)]
@@ -118,8 +125,8 @@ class SqliteReader:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = self.source = conn  # `source`: what `ledger.store.export.export_flat` reads
         self.schema = Schema.of(conn, "runs")
-        # A run as `ledger show` reads it: every column, its parent and children (`Ref`s), metrics.
-        self.record = namedtuple("RunRecord", self.schema.columns + ("parent", "children", "metrics"))
+        # A run as `ledger show` reads it: every column, its parent and children (`Ref`s), metrics, tags.
+        self.record = namedtuple("RunRecord", self.schema.columns + ("parent", "children", "metrics", "tags"))
 
     def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
                   limit: Optional[int] = None) -> list[RunSummary]:
@@ -145,11 +152,9 @@ class SqliteReader:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        decode = any(self.schema.decoder(c) for c in SUMMARY_COLUMNS)
-        runs = []
-        for row in self.conn.execute(sql, params):
-            fields = self.schema.decode(SUMMARY_COLUMNS, row) if decode else row[:-1]
-            runs.append(RunSummary(*fields, Ref(row[-1]) if row[-1] is not None else None))
+        decoders = [self.schema.decoder(c) for c in SUMMARY_COLUMNS]
+        runs = [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None)
+                for row in self.conn.execute(sql, params)]
         if not sort and limit is not None:
             runs.reverse()
         return runs
@@ -169,7 +174,9 @@ class SqliteReader:
             "SELECT name FROM runs WHERE parent_id = ? ORDER BY id", (run_id,)))
         metrics = tuple(MetricPoint(*m) for m in self.conn.execute(
             "SELECT name, step, epoch, value FROM metrics WHERE run_id = ? ORDER BY id", (run_id,)))
-        return self.record(*fields, Ref(row[-1]) if row[-1] is not None else None, children, metrics)
+        tags = tuple(TagName(t) for (t,) in self.conn.execute(
+            "SELECT tag FROM tags WHERE run_id = ? ORDER BY tag", (run_id,)))
+        return self.record(*fields, Ref(row[-1]) if row[-1] is not None else None, children, metrics, tags)
 
 def connect(db: Optional[str] = None) -> Optional[sqlite3.Connection]:
     """A read-only sqlite3 connection when the ledger is a SQLite file at HEAD_REVISION, else None.

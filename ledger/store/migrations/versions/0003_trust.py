@@ -1,7 +1,8 @@
-"""Trust: positions the database keeps unique, and who is running a row.
+"""Trust: positions the database keeps unique, who is running a row, and tags.
 
 A running row records the host and process that train it and a heartbeat the trainer
-renews, so that a row whose process is gone can be told from a live one. Positions that
+renews, so that a row whose process is gone can be told from a live one; status is
+indexed, as every write command looks for such rows. Positions that
 concurrent writers made equal before are renumbered in ledger order first.
 
 Revision ID: 0003
@@ -35,10 +36,22 @@ def upgrade() -> None:
             batch.add_column(sa.Column(name, type_))
         batch.drop_index("ix_runs_position")
         batch.create_index("ix_runs_position", ["position"], unique=True)
+        batch.create_index("ix_runs_status", ["status"])
+    op.create_table(
+        "tags",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("tag", sa.String(64), nullable=False),
+        sa.UniqueConstraint("run_id", "tag"),
+    )
+    op.create_index("ix_tags_run_id", "tags", ["run_id"])
+    op.create_index("ix_tags_tag", "tags", ["tag"])
 
 
 def downgrade() -> None:
+    op.drop_table("tags")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_index("ix_runs_status")
         batch.drop_index("ix_runs_position")
         batch.create_index("ix_runs_position", ["position"])
         for name, _ in reversed(COLUMNS):

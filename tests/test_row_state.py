@@ -1,0 +1,68 @@
+"""A row's status is the truth: options are checked before a row is appended, whatever fails
+after it leaves it `failed`, and the Markdown log holds results, not failures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import cli
+from ledger.store.db import open_ledger, transaction
+from ledger.store.models import Run
+
+ledger = cli
+RUN = "backbone_b5ns_label_smoothong_normalization"
+
+
+def add_row(seeded_db, name: str, status: str) -> None:
+    engine = open_ledger(str(seeded_db))
+    with transaction(engine) as session:
+        position = session.scalar(select(func.max(Run.position))) + 1
+        session.add(Run(name=name, position=position, kind="reproduction", status=status, links=[],
+                        args_status="none", notes=f"{status} run", error="RuntimeError: boom" if status == "failed" else None))
+    engine.dispose()
+
+
+def count_runs() -> int:
+    return len(json.loads(ledger("list", "--json").stdout))
+
+
+def test_failed_and_interrupted_runs_stay_out_of_the_markdown_log(seeded_db):
+    add_row(seeded_db, "it_failed", "failed")
+    add_row(seeded_db, "it_stopped", "interrupted")
+    add_row(seeded_db, "it_finished", "finished")
+    log = ledger("export").stdout
+    assert "it_finished" in log and "it_failed" not in log and "it_stopped" not in log
+    everything = ledger("export", "--include-failed").stdout
+    assert all(name in everything for name in ("it_failed", "it_stopped", "it_finished"))
+    rows = {r["name"]: r["status"] for r in csv.DictReader(io.StringIO(ledger("export", "--format", "csv").stdout))}
+    assert rows["it_failed"] == "failed" and rows["it_stopped"] == "interrupted"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--wandb", "sometimes"], "--wandb: unknown W&B mode 'sometimes'"),
+    (["--wandb", "sometimes", "--dry-run"], "--wandb: unknown W&B mode 'sometimes'"),
+])
+def test_a_bad_option_appends_nothing(seeded_db, tmp_path, args, message):
+    before = count_runs()
+    result = ledger("reproduce", RUN, "--data", tmp_path, *args)
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output
+    assert count_runs() == before
+
+
+def test_an_unusable_runs_folder_appends_nothing(seeded_db, tmp_path):
+    pytest.importorskip("torch")
+    from reproduce.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "tiny", n_train=2, n_val=1, n_test=1, size=64)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    before = count_runs()
+    result = ledger("reproduce", RUN, "--data", data, "--runs-dir", blocker / "runs", "--no-pretrained",
+                    "--set", "image_size=64")
+    assert result.exit_code == 1 and "cannot create the runs folder" in result.stderr
+    assert count_runs() == before
