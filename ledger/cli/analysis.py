@@ -164,7 +164,7 @@ def compare_cmd(
     from ledger.store.db import open_ledger, transaction
 
     out = output_format(fmt, as_json)
-    engine = open_ledger(db)
+    engine = open_ledger(db, read_only=True)
     with transaction(engine, write=False) as session:
         cmp = compare_runs(session, runs, all_fields=all_fields, tol=tol).to_dict()
     if out == "json":
@@ -248,7 +248,7 @@ def history_cmd(
     from ledger.store.db import open_ledger, transaction
 
     out = output_format(fmt, as_json)
-    engine = open_ledger(db)
+    engine = open_ledger(db, read_only=True)
     with transaction(engine, write=False) as session:
         entries = [e.to_dict() for e in history(session)]
     if out == "json":
@@ -298,7 +298,7 @@ def check_cmd(
     from ledger.analysis.check import check_ledger
     from ledger.store.db import open_ledger, transaction
 
-    engine = open_ledger(db)
+    engine = open_ledger(db, read_only=not fix)
     with transaction(engine, write=fix) as session:
         report = check_ledger(session, tol=tol, fix=fix)
     if as_json:

@@ -21,7 +21,7 @@ def plot_cmd(
     from ledger.analysis.plots import plot_curves, plot_scores
     from ledger.store.db import open_ledger, transaction
 
-    engine = open_ledger(db)
+    engine = open_ledger(db, read_only=True)
     with transaction(engine, write=False) as session:
         result = plot_curves(session, runs, output) if runs else plot_scores(session, output)
     typer.echo(f"wrote {result['output']}", err=True)

@@ -33,6 +33,14 @@ def sqlite_path(url: str) -> Optional[Path]:
     return None if rest in ("", ":memory:") else Path(rest)
 
 
+def sqlite_read_uri(path: Path) -> str:
+    """A URI that opens the SQLite file at `path` read-only. Where its folder cannot be written
+    (read-only media), SQLite could not make the shared-memory file a WAL database needs to
+    be read, so the file is opened as immutable: it cannot change while we read it."""
+    uri = path.resolve().as_uri()
+    return f"{uri}?mode=ro" if os.access(path.resolve().parent, os.W_OK) else f"{uri}?mode=ro&immutable=1"
+
+
 def runs_dir(given: Optional[Path] = None) -> Path:
     """Where run folders (checkpoints, job.json, W&B files) go."""
     return Path(given or os.environ.get(RUNS_DIR_ENV) or "reproductions")

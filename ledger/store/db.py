@@ -8,12 +8,13 @@ to change: the stdlib read path (`ledger.store.sqlite_reader`) needs only the he
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
-from ledger.core.config import resolve_url, sqlite_path
+from ledger.core.config import resolve_url, sqlite_path, sqlite_read_uri
 from ledger.core.errors import LedgerError
 
 if TYPE_CHECKING:
@@ -48,15 +49,51 @@ def _on_sqlite_begin(conn) -> None:
 READ_ONLY = "ledger_read_only"
 
 
-def make_engine(url: str) -> Engine:
-    from sqlalchemy import create_engine, event
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine on `url`; SQLite gets WAL, a busy timeout and foreign keys.
 
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 5})
-        event.listen(engine, "connect", _on_sqlite_connect)
-        event.listen(engine, "begin", _on_sqlite_begin)
-        return engine
-    return create_engine(url)
+    `read_only` (SQLite): the file is opened read-only and left exactly as it is: no switch
+    to WAL, nothing written, so that it can be read on read-only media.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        if url.startswith("sqlite") and read_only:
+            uri = sqlite_read_uri(sqlite_path(url))
+            engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=5,
+                                                                                 check_same_thread=False))
+            event.listen(engine, "connect", _on_sqlite_connect_read_only)
+            event.listen(engine, "begin", _on_sqlite_begin)
+            return engine.execution_options(**{READ_ONLY: True})
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 5})
+            event.listen(engine, "connect", _on_sqlite_connect)
+            event.listen(engine, "begin", _on_sqlite_begin)
+            return engine
+        return create_engine(url)
+    except (NoSuchModuleError, ArgumentError, ValueError) as exc:
+        scheme = url.split("://", 1)[0]
+        raise LedgerError(f"cannot open the ledger at {url}: unknown database {scheme!r} ({one_line(exc)}); give a "
+                          "SQLite path or a URL such as postgresql+psycopg://user@host/db") from None
+
+
+def _on_sqlite_connect_read_only(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a server's error spans several)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or exc.__class__.__name__
+
+
+def known_revisions() -> list[str]:
+    return sorted(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -80,11 +117,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
+def open_ledger(db: str | None = None, *, create: bool = False, read_only: bool = False) -> Engine:
     """An engine on an up-to-date ledger.
 
     With `create`, a missing SQLite file or an empty database gets the schema; without it,
-    a missing ledger is a `LedgerError` (read commands never create files).
+    a missing ledger is a `LedgerError` (read commands never create files). A ledger made
+    by an older version is upgraded in place, except with `read_only` (the read commands):
+    a SQLite file is then opened read-only and never changed, and one at an older schema
+    is read through an upgraded copy in memory.
     """
     url = resolve_url(db)
     path = sqlite_path(url)
@@ -92,13 +132,20 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
         if not create:
             raise LedgerError(f"no ledger at {path}: run `ledger import LOG.md` to create one, or pass --db")
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+    read_only = read_only and not create
+    engine = make_engine(url, read_only=read_only and path is not None)
     try:
         revision = current_revision(engine)
-    except Exception as exc:  # an unreachable server, a file that is not SQLite
-        raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}") from exc
+    except Exception as exc:  # an unreachable server, a file that is not SQLite, a read-only file
+        mapped = _storage_error(exc)
+        if isinstance(mapped, LedgerError):
+            raise mapped from None
+        raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {one_line(exc)}") from None
     if revision == HEAD_REVISION:
         return engine
+    if revision is not None and revision not in known_revisions():
+        raise LedgerError(f"the ledger at {url} was written by a newer ledger (schema revision {revision}; this one "
+                          f"knows up to {HEAD_REVISION}): upgrade ledger")
     if revision is None:
         from sqlalchemy import inspect
 
@@ -108,6 +155,30 @@ def open_ledger(db: str | None = None, *, create: bool = False) -> Engine:
             raise LedgerError(f"{url} is a database but not a ledger (tables: {', '.join(sorted(tables))})")
         if not create:
             raise LedgerError(f"the ledger at {url} is empty: run `ledger import LOG.md` first")
+    if read_only:
+        if path is None:
+            raise LedgerError(f"the ledger at {url} has the older schema {revision}; a write command (such as "
+                              "`ledger check --fix`) upgrades it")
+        engine.dispose()
+        return _upgraded_copy(path)
+    upgrade(engine)
+    return engine
+
+
+def _upgraded_copy(path: Path) -> Engine:
+    """An in-memory copy of an old SQLite ledger, brought to the current schema; the file is untouched."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import StaticPool
+
+    memory = sqlite3.connect(":memory:", check_same_thread=False)
+    source = sqlite3.connect(sqlite_read_uri(path), uri=True, timeout=5)
+    try:
+        source.backup(memory)
+    finally:
+        source.close()
+    engine = create_engine("sqlite://", creator=lambda: memory, poolclass=StaticPool)
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
     upgrade(engine)
     return engine
 
@@ -126,8 +197,27 @@ def transaction(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     blocks a writer. A write transaction holds SQLite's write lock from its start; on
     PostgreSQL a read-modify-write locks its row (`get_run(..., for_update=True)`).
     """
-    with session_factory(engine, write=write).begin() as session:
-        yield session
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        with session_factory(engine, write=write).begin() as session:
+            yield session
+    except OperationalError as exc:
+        raise _storage_error(exc) from None
+
+
+def _storage_error(exc: BaseException) -> BaseException:
+    """The error a user can act on for what the database refused; others as they are."""
+    text = one_line(exc)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return LedgerError(f"cannot write the ledger: it is read-only here ({text}); use a writable copy, or "
+                           "only read commands")
+    if "database is locked" in lowered:
+        return LedgerError("the ledger is busy: another process held its write lock for more than 5 s; try again")
+    if "disk is full" in lowered or "no space" in lowered:
+        return LedgerError(f"cannot write the ledger: the disk is full ({text}); nothing was written")
+    return exc
 
 
 T = TypeVar("T")

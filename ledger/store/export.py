@@ -41,7 +41,7 @@ def export_text(db: Optional[str], fmt: str, *, include_failed: bool = False) ->
     if fmt == "md":
         from ledger.store.db import open_ledger, transaction
 
-        with transaction(open_ledger(db), write=False) as session:
+        with transaction(open_ledger(db, read_only=True), write=False) as session:
             return export_markdown(session, include_failed=include_failed)
     from ledger.store.readers import reading
 

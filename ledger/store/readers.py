@@ -21,7 +21,7 @@ def reading(db: Optional[str] = None) -> Iterator[Any]:
         from ledger.store.db import open_ledger, transaction
         from ledger.store.sql_reader import SessionReader
 
-        with transaction(open_ledger(db), write=False) as session:
+        with transaction(open_ledger(db, read_only=True), write=False) as session:
             yield SessionReader(session)
         return
     try:

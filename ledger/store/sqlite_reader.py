@@ -19,7 +19,7 @@ from collections import namedtuple
 from datetime import datetime
 from typing import Any, Callable, Iterable, Optional
 
-from ledger.core.config import resolve_url, sqlite_path
+from ledger.core.config import resolve_url, sqlite_path, sqlite_read_uri
 from ledger.store.db import HEAD_REVISION
 from ledger.core.filters import Predicate, SortKey, check_limit, parse_where, predicate, sort_key, unknown_run
 
@@ -189,7 +189,7 @@ def connect(db: Optional[str] = None) -> Optional[sqlite3.Connection]:
         return None
     try:
         # isolation_level=None: the explicit BEGIN below holds one snapshot for every query.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(sqlite_read_uri(path), uri=True, timeout=5, isolation_level=None)
     except (sqlite3.Error, ValueError):
         return None
     try:
