@@ -13,5 +13,14 @@ from ledger.cli.common import app
 __all__ = ["app", "main"]
 
 
+def _first_paragraph(doc: str) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
+# `ledger --help` lists each command with its whole first paragraph, not cut at 45 columns.
+for _info in app.registered_commands:
+    _info.short_help = _info.short_help or _first_paragraph(_info.callback.__doc__)
+
+
 def main() -> None:
     app()

@@ -151,7 +151,7 @@ def _compare_table(cmp: dict[str, Any]) -> Any:
 @app.command("compare")
 @user_errors
 def compare_cmd(
-    runs: Annotated[list[str], typer.Argument(help="Two or more run names; deltas are against the first.")],
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Two or more run names; deltas are against the first.")],
     all_fields: Annotated[bool, typer.Option("--all", help="Show every argument and job field, not only those that differ.")] = False,
     tol: TolOption = DEFAULT_TOL,
     fmt: FormatOption = "table",

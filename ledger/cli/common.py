@@ -22,21 +22,39 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DbOption = Annotated[
-    Optional[str],
-    typer.Option("--db", help="Ledger database: a SQLAlchemy URL or a SQLite path. Default: $LEDGER_DB, else ./runs.db."),
-]
+DB_HELP = "Ledger database: a SQLAlchemy URL or a SQLite path. Default: $LEDGER_DB, else ./runs.db."
+DbOption = Annotated[Optional[str], typer.Option("--db", metavar="URL|PATH", help=DB_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON to stdout instead of a table.")]
 FormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="table (for the terminal) or md (a Markdown table to paste into a PR or README).")
+    str, typer.Option("--format", "-f", metavar="table|md", help="table (for the terminal) or md (a Markdown table to paste into a PR or README).")
 ]
 TolOption = Annotated[
     float,
-    typer.Option("--tol", help=f"Largest absolute mIoU difference that still agrees (default {DEFAULT_TOL}).", min=0.0),
+    typer.Option("--tol", metavar="MIOU", help=f"Largest absolute mIoU difference that still agrees (default {DEFAULT_TOL}).", min=0.0),
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ledger import __version__
+
+        typer.echo(f"ledger {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _before_the_command(
+    db: DbOption = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """An ML team's experiment log as a database: list, show, import/export, reproduce and compare runs."""
+    from ledger.core import config
+
+    config.set_db_before_command(db)
 TABLE_FORMATS = ("table", "md")
 
 

@@ -32,7 +32,7 @@ def _report(result: Any, as_json: bool, text: str) -> None:
 @app.command("set")
 @user_errors
 def set_cmd(
-    run: Annotated[str, typer.Argument(help="The run's name.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run's name.")],
     lb: Annotated[Optional[float], typer.Option("--lb", metavar="SCORE", help="Leaderboard mIoU after submitting (0..1); replaces the run's score. Where the log keeps scores in its notes, their 'lb mIoU : X' is replaced (or appended) too.")] = None,
     clear_lb: Annotated[bool, typer.Option("--clear-lb", help="Remove the run's leaderboard score (and the notes' 'lb mIoU : X').")] = False,
     note: Annotated[Optional[str], typer.Option("--note", metavar="TEXT", help="Text appended to the run's notes, after '. ', unless the notes already hold it.")] = None,
@@ -55,8 +55,8 @@ def set_cmd(
 @app.command("rename")
 @user_errors
 def rename_cmd(
-    old: Annotated[str, typer.Argument(help="The run's name now.")],
-    new: Annotated[str, typer.Argument(help="Its new name: unique, no path separators or control characters.")],
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The run's name now.")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="Its new name: unique, no path separators or control characters.")],
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -70,7 +70,7 @@ def rename_cmd(
 @app.command("rm")
 @user_errors
 def rm_cmd(
-    run: Annotated[str, typer.Argument(help="The run to remove, with its metrics and tags.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run to remove, with its metrics and tags.")],
     with_reproductions: Annotated[bool, typer.Option("--with-reproductions", help="Also remove the reproductions of the run (refused without it when there are any).")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -85,8 +85,8 @@ def rm_cmd(
 @app.command("tag")
 @user_errors
 def tag_cmd(
-    run: Annotated[str, typer.Argument(help="The run to label.")],
-    tags: Annotated[list[str], typer.Argument(metavar="TAG...", help="One or more tags, e.g. best-lb; `ledger list --where tag=best-lb` finds the run.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run to label.")],
+    tags: Annotated[list[str], typer.Argument(metavar="TAG", help="One or more tags, e.g. best-lb; `ledger list --where tag=best-lb` finds the run.")],
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -100,8 +100,8 @@ def tag_cmd(
 @app.command("untag")
 @user_errors
 def untag_cmd(
-    run: Annotated[str, typer.Argument(help="The run.")],
-    tags: Annotated[list[str], typer.Argument(metavar="TAG...", help="The tags to take off.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run.")],
+    tags: Annotated[list[str], typer.Argument(metavar="TAG", help="The tags to take off.")],
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:

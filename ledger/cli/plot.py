@@ -13,8 +13,8 @@ from ledger.cli.common import DbOption, app, user_errors
 @app.command("plot")
 @user_errors
 def plot_cmd(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Runs whose per-epoch curves to draw; none: the LB score of every logged run.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("scores.png"),
+    runs: Annotated[Optional[list[str]], typer.Argument(metavar="RUN", help="Runs whose per-epoch curves to draw; none: the LB score of every logged run.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE.png", help="PNG file to write.")] = Path("scores.png"),
     db: DbOption = None,
 ) -> None:
     """Draw the log: scores over the runs, each point labelled by its change; or epoch curves of RUNs."""

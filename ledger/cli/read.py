@@ -14,10 +14,10 @@ from ledger.cli.common import DbOption, JsonOption, app, console, print_json, us
 def list_cmd(
     where: Annotated[
         Optional[list[str]],
-        typer.Option("--where", "-w", help="Filter KEY OP VALUE on a column or parsed argument; OP is = != > >= < <= or ~ (contains). Repeatable: all must hold. Example: --where lr=0.0001 --where 'lb_miou>0.6'."),
+        typer.Option("--where", "-w", metavar="KEY<OP>VALUE", help="Filter KEY OP VALUE on a column or parsed argument; OP is = != > >= < <= or ~ (contains). Repeatable: all must hold. Example: --where lr=0.0001 --where 'lb_miou>0.6'."),
     ] = None,
-    sort: Annotated[Optional[str], typer.Option("--sort", "-s", help="Sort by a column or argument; prefix with - for descending (e.g. -lb_miou).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most N runs: the newest N in ledger order, or the first N of --sort.")] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", "-s", metavar="[-]KEY", help="Sort by a column or argument; prefix with - for descending (e.g. -lb_miou).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", metavar="N", help="At most N runs: the newest N in ledger order, or the first N of --sort.")] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -39,7 +39,7 @@ def list_cmd(
 @app.command("show")
 @user_errors
 def show_cmd(
-    run: Annotated[str, typer.Argument(help="The run's name, as in the log's Run Name column.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The run's name, as in the log's Run Name column.")],
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:

@@ -14,14 +14,14 @@ from ledger.cli.common import DbOption, JsonOption, app, console, print_json, us
 from ledger.core.errors import LedgerError
 
 # Options both commands take, declared once.
-DataOption = Annotated[Optional[str], typer.Option("--data", "-d", help="'demo' for the bundled synthetic data set (CPU, minutes; scales the job down, recorded as overrides), or the folder holding train.json/val.json and the images.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a job field, KEY=VALUE (repeatable); unknown keys are errors that list the known ones.")]
-WeightsOption = Annotated[Optional[Path], typer.Option("--weights", help="Local backbone weights to use instead of a download (its sha256 is recorded).")]
+DataOption = Annotated[Optional[str], typer.Option("--data", "-d", metavar="demo|PATH", help="'demo' for the bundled synthetic data set (CPU, minutes; scales the job down, recorded as overrides), or the folder holding train.json/val.json and the images.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a job field, KEY=VALUE (repeatable); unknown keys are errors that list the known ones.")]
+WeightsOption = Annotated[Optional[Path], typer.Option("--weights", metavar="FILE", help="Local backbone weights to use instead of a download (its sha256 is recorded).")]
 NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start from random weights (recorded as an override).")]
-DeviceOption = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N; default: CUDA when present, else CPU.")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", metavar="cpu|cuda|cuda:N", help="cpu, cuda or cuda:N; default: CUDA when present, else CPU.")]
 FastOption = Annotated[bool, typer.Option("--fast", help="On a GPU: TF32, AMP and channels-last. Faster, not bit-exact; recorded.")]
-WandbOption = Annotated[str, typer.Option("--wandb", help="auto (online with credentials, else offline), online, offline or disabled.")]
-RunsDirOption = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")]
+WandbOption = Annotated[str, typer.Option("--wandb", metavar="auto|online|offline|disabled", help="auto (online with credentials, else offline), online, offline or disabled.")]
+RunsDirOption = Annotated[Optional[Path], typer.Option("--runs-dir", metavar="DIR", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")]
 
 
 def parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
 @app.command("reproduce")
 @user_errors
 def reproduce_cmd(
-    run: Annotated[str, typer.Argument(help="The row to reproduce (with --resume: the interrupted reproduction).")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="The row to reproduce (with --resume: the interrupted reproduction).")],
     data: DataOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved job with each value's source and the conflicts; run nothing.")] = False,
     set_: SetOption = None,
@@ -48,11 +48,11 @@ def reproduce_cmd(
     no_pretrained: NoPretrainedOption = False,
     device: DeviceOption = None,
     fast: FastOption = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Run with another seed (recorded as an override).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Run with another seed (recorded as an override).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted reproduction RUN from its last finished epoch.")] = False,
-    repeats: Annotated[int, typer.Option("--repeats", help="Run N reproductions as siblings, to measure seed noise (see `ledger history`).")] = 1,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Comma-separated seeds for --repeats (default: the job's seed, then seed+1, ...).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of the new row; default: RUN_reproN.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", metavar="N", help="Run N reproductions as siblings, to measure seed noise (see `ledger history`).")] = 1,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N,N,...", help="Comma-separated seeds for --repeats (default: the job's seed, then seed+1, ...).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the new row; default: RUN_reproN.")] = None,
     wandb_mode: WandbOption = "auto",
     runs_dir: RunsDirOption = None,
     as_json: JsonOption = False,
@@ -93,10 +93,10 @@ def reproduce_cmd(
 @app.command("run")
 @user_errors
 def run_cmd(
-    from_: Annotated[str, typer.Option("--from", help="The row whose resolved job the new experiment starts from.")],
+    from_: Annotated[str, typer.Option("--from", metavar="RUN", help="The row whose resolved job the new experiment starts from.")],
     data: DataOption = None,
     set_: SetOption = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of the new run; default: FROM_forkN.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the new run; default: FROM_forkN.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job the new run would train; run nothing.")] = False,
     weights: WeightsOption = None,
     no_pretrained: NoPretrainedOption = False,

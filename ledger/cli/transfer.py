@@ -14,8 +14,8 @@ from ledger.cli.common import DbOption, JsonOption, app, console, print_json, us
 @app.command("import")
 @user_errors
 def import_cmd(
-    file: Annotated[Path, typer.Argument(help="A Markdown log (.md), or the CSV/JSON that `ledger export` writes.")],
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="md, csv or json; default: from the file's extension.")] = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A Markdown log (.md), or the CSV/JSON that `ledger export` writes.")],
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="md|csv|json", help="md, csv or json; default: from the file's extension.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change and write nothing.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -40,8 +40,8 @@ def import_cmd(
 @app.command("export")
 @user_errors
 def export_cmd(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md (the log, byte for byte as imported), csv or json (one row per run, arguments as columns).")] = "md",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="md|csv|json", help="md (the log, byte for byte as imported), csv or json (one row per run, arguments as columns).")] = "md",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to this file instead of stdout.")] = None,
     include_failed: Annotated[bool, typer.Option("--include-failed", help="Also write runs that failed or were interrupted into the Markdown log (CSV and JSON always carry them, with their status).")] = False,
     db: DbOption = None,
 ) -> None:

@@ -17,9 +17,19 @@ RUNS_DIR_ENV = "LEDGER_RUNS_DIR"
 CACHE_ENV = "LEDGER_CACHE"
 
 
+# `ledger --db URL COMMAND`: the --db given before the command, for this invocation.
+_db_before_command: Optional[str] = None
+
+
+def set_db_before_command(db: Optional[str]) -> None:
+    global _db_before_command
+    _db_before_command = db
+
+
 def resolve_url(db: Optional[str] = None) -> str:
-    """The ledger's SQLAlchemy URL: `db`, else $LEDGER_DB, else ./runs.db."""
-    value = db or os.environ.get(DB_ENV) or DEFAULT_DB
+    """The ledger's SQLAlchemy URL: `db` (the command's --db), else a --db given before the
+    command, else $LEDGER_DB, else ./runs.db."""
+    value = db or _db_before_command or os.environ.get(DB_ENV) or DEFAULT_DB
     if "://" in value:
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"

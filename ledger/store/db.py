@@ -7,6 +7,7 @@ to change: the stdlib read path (`ledger.store.sqlite_reader`) needs only the he
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -133,6 +134,11 @@ def open_ledger(db: str | None = None, *, create: bool = False, read_only: bool 
             raise LedgerError(f"no ledger at {path}: run `ledger import LOG.md` to create one, or pass --db")
         path.parent.mkdir(parents=True, exist_ok=True)
     read_only = read_only and not create
+    writable = path is None or os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if not read_only and not writable:
+        # SQLite needs to write the file and, beside it, its journal.
+        raise LedgerError(f"cannot write the ledger at {path}: the file or its folder is read-only; read commands "
+                          "(list, show, export, compare, history, check) still work")
     engine = make_engine(url, read_only=read_only and path is not None)
     try:
         revision = current_revision(engine)
