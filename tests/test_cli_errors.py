@@ -5,6 +5,7 @@ media and never change a file; the command line follows its ecosystem (-h, --ver
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -123,3 +124,29 @@ def test_help_lists_whole_descriptions_and_says_what_to_type():
         assert first in " ".join(proc.stdout.split()), name
         text = ledger(name, "--help").stdout
         assert "<str>" not in text.split("Options:")[-1] and "list[str]" not in text.split("Options:")[-1], name
+
+
+def test_filters_tell_the_truth_on_the_command_line(seeded_db):
+    names = lambda *args: [r["name"] for r in json.loads(ledger("list", "--json", *args).stdout)]  # noqa: E731
+    assert names("--where", "Lr=0.0001") == names("--where", "lr=0.0001") != []
+    one_line_error(ledger("list", "--where", "foo=1"), "no run has the key 'foo'")
+    one_line_error(ledger("list", "--where", "lrr=0.0001"), "did you mean lr")
+    one_line_error(ledger("list", "--where", "lr=abc"), "lr holds number values; cannot compare it with 'abc'")
+    one_line_error(ledger("list", "--where", "criterion=1"), "quote a text value")
+    one_line_error(ledger("list", "--sort", "nosuch"), "no run has the key 'nosuch'")
+    assert names("--sort", "-LB_MIOU", "--limit", "1") == names("--sort", "-lb_miou", "--limit", "1")
+
+
+def test_filters_tell_the_truth_on_every_database(seeded_engine):
+    from ledger.core.errors import LedgerError
+    from ledger.store.db import transaction
+    from ledger.store.sql_reader import list_runs
+
+    with transaction(seeded_engine, write=False) as session:
+        assert [r.name for r in list_runs(session, where=["LR=0.0001"])] == \
+            [r.name for r in list_runs(session, where=["lr=0.0001"])]
+        for where, message in ((["foo=1"], "no run has the key 'foo'"), (["lr=abc"], "lr holds number values")):
+            with pytest.raises(LedgerError, match=message):
+                list_runs(session, where=where)
+        with pytest.raises(LedgerError, match="no run has the key 'nosuch'"):
+            list_runs(session, sort="-nosuch")

@@ -69,7 +69,8 @@ QUERIES = [
     ([], "lb", None),
     ([], "-num_epochs", 3),
     ([], "args.lr", None),
-    ([], "-no_such_argument", 2),
+    (["Lr=0.0001"], None, None),  # keys match case-insensitively where that is unambiguous
+    (["NAME~backbone"], "-LB_MIOU", None),
     ([], "+val_miou", None),
 ]
 BAD_QUERIES = [
@@ -85,6 +86,10 @@ BAD_QUERIES = [
     ([], None, -1),
     (["lr"], "bad key!", -1),  # the limit is checked first, then filters, then the sort
     (["lr"], "bad key!", None),
+    ([], "-no_such_argument", 2),
+    (["foo=1"], None, None),
+    (["batch_size=abc"], None, None),
+    (["cutmix=0.5"], None, None),
 ]
 
 

@@ -18,6 +18,7 @@ def list_cmd(
     ] = None,
     sort: Annotated[Optional[str], typer.Option("--sort", "-s", metavar="[-]KEY", help="Sort by a column or argument; prefix with - for descending (e.g. -lb_miou).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", metavar="N", help="At most N runs: the newest N in ledger order, or the first N of --sort.")] = None,
+    search: Annotated[Optional[str], typer.Option("--search", "-S", metavar="TEXT", help="Only runs whose name, notes or arguments contain TEXT (any case).")] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -26,7 +27,7 @@ def list_cmd(
     from ledger.store.shapes import nest_children, run_summary
 
     with reading(db) as reader:
-        runs = reader.list_runs(where=where or [], sort=sort, limit=limit)
+        runs = reader.list_runs(where=where or [], sort=sort, limit=limit, search=search)
         if as_json:
             print_json([run_summary(run) for run in runs])
             return

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 from ledger.core.args import parse_value
 from ledger.core.errors import LedgerError
@@ -159,6 +159,82 @@ def sort_key(key: str) -> SortKey:
     if _SORT_ARG.fullmatch(name):
         return SortKey(None, name.removeprefix("args."), descending)
     raise LedgerError(f"cannot sort by {key!r}; use a column ({', '.join(COLUMN_NAMES)}) or an argument name")
+
+
+class KeyProbe(Protocol):
+    """What a read path answers about the arguments the runs hold, for the checks below."""
+
+    def has_argument(self, key: str, kinds: Optional[tuple[str, ...]] = None) -> bool:
+        """Whether any run records the argument `key` (with a value of one of `kinds`:
+        "number", "boolean", "text"; None: any value)."""
+
+    def argument_keys(self) -> list[str]:
+        """Every argument key any run records."""
+
+
+_KIND_OF = {bool: "boolean", int: "number", float: "number", str: "text"}
+
+
+def checked_condition(cond: Condition, probe: KeyProbe) -> Condition:
+    """`cond` with its key as the ledger spells it, or a LedgerError: a key no run has (with
+    the closest known keys), or a value no run's argument can compare with."""
+    if cond.key in TAG_KEYS or cond.column is not None:
+        return cond
+    key = _known_key(cond.key, probe)
+    cond = Condition(key, cond.op, cond.value)
+    if cond.column is not None or cond.op == "~" or cond.value is None:
+        return cond
+    kind = _KIND_OF.get(type(cond.value))
+    if kind is not None and not probe.has_argument(cond.arg_key, (kind,)):
+        held = [k for k in ("number", "boolean", "text") if probe.has_argument(cond.arg_key, (k,))]
+        what = " or ".join(held) or "lists or dicts"
+        hint = f"; quote a text value, e.g. {cond.key}='{cond.value}'" if kind != "text" and "text" in held else ""
+        raise LedgerError(f"{cond.key} holds {what} values; cannot compare it with {cond.value!r}{hint}")
+    return cond
+
+
+def checked_sort(key: str, probe: KeyProbe) -> str:
+    """The `--sort` key as the ledger spells it, or a LedgerError naming the closest keys."""
+    sign = key[: len(key) - len(key.lstrip("-+"))]
+    name = key[len(sign):]
+    if ALIASES.get(name, name) in COLUMN_NAMES:
+        return key
+    sort_key(key)  # the grammar first
+    return sign + _known_key(name, probe)
+
+
+def _known_key(key: str, probe: KeyProbe) -> str:
+    arg = key[len("args."):] if key.startswith("args.") else key
+    if probe.has_argument(arg):
+        return key
+    keys = probe.argument_keys()
+    columns = [*COLUMN_NAMES, *ALIASES, *TAG_KEYS]
+    same = [k for k in dict.fromkeys([*columns, *keys]) if k.lower() == key.lower() or k.lower() == arg.lower()]
+    if len(same) == 1:
+        return same[0]
+    close = closest_names(arg, [*columns, *keys])
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise LedgerError(f"no run has the key {key!r}: it is neither a column nor a recorded argument{hint}")
+
+
+# Columns `--search` looks in; shorter texts than the trigram index can find are looked up with LIKE.
+SEARCH_COLUMNS = ("name", "notes", "args_raw")
+SEARCH_INDEX = "runs_search"
+SEARCH_MIN_INDEXED = 3
+
+
+def search_text(text: Optional[str]) -> Optional[str]:
+    """The text of `--search`, checked: None for no search."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise LedgerError("--search needs some text to look for")
+    return text.strip()
+
+
+def fts_phrase(text: str) -> str:
+    """`text` as one FTS5 phrase: with the trigram tokenizer, a case-insensitive substring."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 def check_limit(limit: Optional[int]) -> None:

@@ -45,6 +45,9 @@ def run_summary(run: Any) -> dict[str, Any]:
         "lb_miou": run.lb_miou,
         "val_miou": run.val_miou,
         "lb_val_miou": run.lb_val_miou,
+        "arguments": run.args,
+        "notes": run.notes,
+        "links": list(run.links or []),
     }
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import ColumnElement, Select, String, cast, select
+from sqlalchemy import ColumnElement, Select, String, cast, func, literal, select, text
+from sqlalchemy import column as text_column
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.core.filters import (
@@ -18,7 +19,14 @@ from ledger.core.filters import (
     Predicate,
     SortKey,
     check_limit,
+    SEARCH_COLUMNS,
+    SEARCH_INDEX,
+    SEARCH_MIN_INDEXED,
+    checked_condition,
+    checked_sort,
+    fts_phrase,
     parse_where,
+    search_text,
     predicate,
     sort_key,
     unknown_run,
@@ -81,11 +89,64 @@ def sort_expression(key: str) -> Any:
     return expr.nulls_last()
 
 
-def list_query(wheres: list[str], sort: Optional[str], limit: Optional[int]) -> Select[tuple[Run]]:
+class ArgumentProbe:
+    """`ledger.core.filters.KeyProbe` through a session: which argument keys runs hold."""
+
+    # The JSON types each database names for each kind of value a filter compares.
+    KINDS = {
+        "postgresql": {"number": ("number",), "boolean": ("boolean",), "text": ("string",)},
+        "sqlite": {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)},
+    }
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.dialect = session.get_bind().dialect.name
+
+    def _type_of(self, key: str) -> Any:
+        if self.dialect == "postgresql":
+            return func.json_typeof(Run.args[key])
+        return func.json_type(Run.args, f'$."{key}"')
+
+    def has_argument(self, key: str, kinds: Optional[tuple[str, ...]] = None) -> bool:
+        kind = self._type_of(key)
+        if kinds:
+            names = self.KINDS.get(self.dialect, self.KINDS["sqlite"])
+            test = kind.in_([t for k in kinds for t in names[k]])
+        else:
+            test = kind.is_not(None)
+        return self.session.scalar(select(literal(1)).select_from(Run).where(test).limit(1)) is not None
+
+    def argument_keys(self) -> list[str]:
+        if self.dialect == "postgresql":
+            query = select(func.json_object_keys(Run.args)).where(func.json_typeof(Run.args) == "object").distinct()
+            return list(self.session.scalars(query))
+        return list(self.session.scalars(text(
+            "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'")))
+
+
+def search_clause(session: Session, wanted: str) -> ColumnElement[bool]:
+    """`--search`: the trigram index on SQLite where it exists, else a case-insensitive
+    substring of the name, notes or raw arguments (ILIKE on PostgreSQL)."""
+    from sqlalchemy import inspect, or_
+
+    if session.get_bind().dialect.name == "sqlite" and len(wanted) >= SEARCH_MIN_INDEXED \
+            and inspect(session.connection()).has_table(SEARCH_INDEX):
+        return Run.id.in_(select(text_column("rowid")).select_from(text(SEARCH_INDEX))
+                          .where(text(f"{SEARCH_INDEX} MATCH :phrase").bindparams(phrase=fts_phrase(wanted))))
+    return or_(*(getattr(Run, c).icontains(wanted, autoescape=True) for c in SEARCH_COLUMNS))
+
+
+def list_query(session: Session, wheres: list[str], sort: Optional[str], limit: Optional[int],
+               search: Optional[str] = None) -> Select[tuple[Run]]:
+    probe = ArgumentProbe(session)
     query = select(Run).options(selectinload(Run.parent))
+    wanted = search_text(search)
+    if wanted is not None:
+        query = query.where(search_clause(session, wanted))
     for expr in wheres:
-        query = query.where(compile_condition(parse_where(expr)))
+        query = query.where(compile_condition(checked_condition(parse_where(expr), probe)))
     if sort:
+        sort = checked_sort(sort, probe)
         query = query.order_by(sort_expression(sort), Run.position, Run.id)
         if limit is not None:
             query = query.limit(limit)
@@ -98,9 +159,9 @@ def list_query(wheres: list[str], sort: Optional[str], limit: Optional[int]) -> 
 
 
 def list_runs(session: Session, *, where: Iterable[str] = (), sort: Optional[str] = None,
-              limit: Optional[int] = None) -> list[Run]:
+              limit: Optional[int] = None, search: Optional[str] = None) -> list[Run]:
     check_limit(limit)
-    runs = list(session.scalars(list_query(list(where), sort, limit)))
+    runs = list(session.scalars(list_query(session, list(where), sort, limit, search)))
     if not sort and limit is not None:
         runs.reverse()
     return runs
@@ -126,8 +187,8 @@ class SessionReader:
         self.session = self.source = session  # `source`: what `ledger.store.export.export_flat` reads
 
     def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
-                  limit: Optional[int] = None) -> list[Run]:
-        return list_runs(self.session, where=where, sort=sort, limit=limit)
+                  limit: Optional[int] = None, search: Optional[str] = None) -> list[Run]:
+        return list_runs(self.session, where=where, sort=sort, limit=limit, search=search)
 
     def get_run(self, name: str) -> Run:
         return get_run(self.session, name)

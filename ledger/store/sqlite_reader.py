@@ -21,7 +21,22 @@ from typing import Any, Callable, Iterable, Optional
 
 from ledger.core.config import resolve_url, sqlite_path, sqlite_read_uri
 from ledger.store.db import HEAD_REVISION
-from ledger.core.filters import Predicate, SortKey, check_limit, parse_where, predicate, sort_key, unknown_run
+from ledger.core.filters import (
+    Predicate,
+    SortKey,
+    check_limit,
+    SEARCH_COLUMNS,
+    SEARCH_INDEX,
+    SEARCH_MIN_INDEXED,
+    checked_condition,
+    checked_sort,
+    fts_phrase,
+    parse_where,
+    search_text,
+    predicate,
+    sort_key,
+    unknown_run,
+)
 
 # Read-only records with the attribute names of the ORM classes, so that `ledger.store.shapes`
 # and the terminal views take either.
@@ -31,7 +46,7 @@ TagName = namedtuple("TagName", "tag")
 
 # The columns `ledger list` shows and nests by; each is a column of the runs table.
 SUMMARY_COLUMNS = ("id", "parent_id", "position", "name", "date", "model", "kind", "status", "lb_miou", "val_miou",
-                   "lb_val_miou", "host", "pid", "heartbeat_at")
+                   "lb_val_miou", "host", "pid", "heartbeat_at", "args", "notes", "links")
 RunSummary = namedtuple("RunSummary", SUMMARY_COLUMNS + ("parent",))
 RunSummary.__doc__ = "A run as `ledger list` reads it: the columns it shows and its parent."
 
@@ -114,6 +129,29 @@ def sqlite_time(value: datetime) -> str:
             f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
 
 
+# The JSON types SQLite's json_type() names for each kind of value a filter compares.
+JSON_KINDS = {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)}
+
+
+class ArgumentProbe:
+    """`ledger.core.filters.KeyProbe` on a sqlite3 connection: which argument keys runs hold."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def has_argument(self, key: str, kinds: Optional[tuple[str, ...]] = None) -> bool:
+        if kinds:
+            types = [t for kind in kinds for t in JSON_KINDS[kind]]
+            sql = f"SELECT 1 FROM runs WHERE json_type(args, ?) IN ({', '.join('?' * len(types))}) LIMIT 1"
+            return self.conn.execute(sql, [json_path(key), *types]).fetchone() is not None
+        sql = "SELECT 1 FROM runs WHERE json_type(args, ?) IS NOT NULL LIMIT 1"
+        return self.conn.execute(sql, [json_path(key)]).fetchone() is not None
+
+    def argument_keys(self) -> list[str]:
+        return [k for (k,) in self.conn.execute(
+            "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'")]
+
+
 def order_sql(key: SortKey) -> tuple[str, list[Any]]:
     expr, params = _target_sql(key.column, key.arg_key, None if key.column else "float")
     return f"{expr} {'DESC' if key.descending else 'ASC'} NULLS LAST", params
@@ -128,17 +166,23 @@ class SqliteReader:
         # A run as `ledger show` reads it: every column, its parent and children (`Ref`s), metrics, tags.
         self.record = namedtuple("RunRecord", self.schema.columns + ("parent", "children", "metrics", "tags"))
 
-    def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
-                  limit: Optional[int] = None) -> list[RunSummary]:
+    def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None, limit: Optional[int] = None,
+                  search: Optional[str] = None) -> list[RunSummary]:
         """As `ledger.store.sql_reader.list_runs`: all filters hold; without --sort the newest N, oldest first."""
         check_limit(limit)
+        probe = ArgumentProbe(self.conn)
         clauses, params = [], []
+        text = search_text(search)
+        if text is not None:
+            sql, values = self._search_sql(text)
+            clauses.append(sql)
+            params += values
         for expr in where:
-            sql, values = where_sql(predicate(parse_where(expr)))
+            sql, values = where_sql(predicate(checked_condition(parse_where(expr), probe)))
             clauses.append(sql)
             params += values
         if sort:
-            order, values = order_sql(sort_key(sort))
+            order, values = order_sql(sort_key(checked_sort(sort, probe)))
             order += ", r.position, r.id"
             params += values
         elif limit is not None:
@@ -158,6 +202,13 @@ class SqliteReader:
         if not sort and limit is not None:
             runs.reverse()
         return runs
+
+    def _search_sql(self, text: str) -> tuple[str, list[Any]]:
+        indexed = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SEARCH_INDEX,)).fetchone()
+        if indexed and len(text) >= SEARCH_MIN_INDEXED:
+            return f"r.id IN (SELECT rowid FROM {SEARCH_INDEX} WHERE {SEARCH_INDEX} MATCH ?)", [fts_phrase(text)]
+        likes = " OR ".join(f"r.{c} LIKE '%' || ? || '%' ESCAPE '/'" for c in SEARCH_COLUMNS)
+        return f"({likes})", [like_escape(text)] * len(SEARCH_COLUMNS)
 
     def get_run(self, name: str) -> Any:
         """The run called `name`, with parent, children and metrics; a LedgerError if none."""

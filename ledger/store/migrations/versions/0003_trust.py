@@ -1,4 +1,4 @@
-"""Trust: positions the database keeps unique, who is running a row, and tags.
+"""Trust: positions the database keeps unique, who is running a row, tags, text search.
 
 A running row records the host and process that train it and a heartbeat the trainer
 renews, so that a row whose process is gone can be told from a live one; status is
@@ -46,9 +46,45 @@ def upgrade() -> None:
     )
     op.create_index("ix_tags_run_id", "tags", ["run_id"])
     op.create_index("ix_tags_tag", "tags", ["tag"])
+    _create_search_index(conn)
+
+
+# `ledger list --search`: on SQLite, an FTS5 index of names, notes and raw arguments with
+# the trigram tokenizer (case-insensitive substrings, as ILIKE finds on PostgreSQL), kept
+# by triggers. A later migration that rebuilds the runs table (batch mode) must create
+# the triggers again.
+SEARCH_SQL = (
+    "CREATE VIRTUAL TABLE runs_search USING fts5(name, notes, args_raw, content='runs', content_rowid='id',"
+    " tokenize='trigram')",
+    "CREATE TRIGGER runs_search_insert AFTER INSERT ON runs BEGIN"
+    " INSERT INTO runs_search(rowid, name, notes, args_raw) VALUES (new.id, new.name, new.notes, new.args_raw); END",
+    "CREATE TRIGGER runs_search_delete AFTER DELETE ON runs BEGIN"
+    " INSERT INTO runs_search(runs_search, rowid, name, notes, args_raw)"
+    " VALUES ('delete', old.id, old.name, old.notes, old.args_raw); END",
+    "CREATE TRIGGER runs_search_update AFTER UPDATE OF name, notes, args_raw ON runs BEGIN"
+    " INSERT INTO runs_search(runs_search, rowid, name, notes, args_raw)"
+    " VALUES ('delete', old.id, old.name, old.notes, old.args_raw);"
+    " INSERT INTO runs_search(rowid, name, notes, args_raw) VALUES (new.id, new.name, new.notes, new.args_raw); END",
+    "INSERT INTO runs_search(runs_search) VALUES ('rebuild')",
+)
+
+
+def _create_search_index(conn) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    try:
+        conn.exec_driver_sql(SEARCH_SQL[0])
+    except sa.exc.OperationalError:  # an SQLite without FTS5 or its trigram tokenizer: search uses LIKE
+        return
+    for statement in SEARCH_SQL[1:]:
+        conn.exec_driver_sql(statement)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        for trigger in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS runs_search_{trigger}")
+        op.execute("DROP TABLE IF EXISTS runs_search")
     op.drop_table("tags")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index("ix_runs_status")
