@@ -150,3 +150,16 @@ def test_filters_tell_the_truth_on_every_database(seeded_engine):
                 list_runs(session, where=where)
         with pytest.raises(LedgerError, match="no run has the key 'nosuch'"):
             list_runs(session, sort="-nosuch")
+
+
+def test_a_csv_pandas_cannot_read_is_one_line_and_creates_nothing(tmp_path):
+    broken = tmp_path / "broken.csv"
+    broken.write_text('name,lr\n"unclosed,1\nb,2\n', encoding="utf-8")
+    target = tmp_path / "new.db"
+    one_line_error(ledger("import", broken, "--db", target), "not a readable CSV")
+    assert not target.exists()
+
+
+def test_shell_completion_is_offered():
+    text = ledger("--help").stdout
+    assert "--install-completion" in text and "--show-completion" in text
