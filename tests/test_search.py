@@ -54,3 +54,21 @@ def test_list_json_carries_arguments_notes_and_links(seeded_db):
     cutmix = runs["DeepLabV3_cosinelr_tmax_10_backbone_ns_cutmix"]
     assert cutmix["arguments"]["cutmix"] is True and cutmix["links"][0].startswith("https://wandb.ai/")
     assert cutmix["notes"]
+
+
+def test_list_json_carries_the_last_value_of_each_metric(seeded_db):
+    from sqlalchemy import select
+
+    from ledger.store.models import Metric, Run
+
+    engine = open_ledger(str(seeded_db))
+    with transaction(engine) as session:
+        run = session.scalars(select(Run).where(Run.name == "DeepLabV3_cosinelr")).one()
+        run.metrics = [Metric(name="val_miou", step=s, epoch=s, value=v) for s, v in ((2, 0.5), (1, 0.4), (3, 0.45))]
+    engine.dispose()
+    runs = {r["name"]: r for r in json.loads(ledger("list", "--json").stdout)}
+    assert runs["DeepLabV3_cosinelr"]["metrics"] == {"val_miou": 0.45}
+    assert runs["Ensemble"]["metrics"] == {}
+    with reading(str(seeded_db)) as fast, transaction(open_ledger(str(seeded_db)), write=False) as session:
+        ids = [r.id for r in fast.list_runs()]
+        assert fast.last_metrics(ids) == SessionReader(session).last_metrics(ids) == {ids[0]: {"val_miou": 0.45}}

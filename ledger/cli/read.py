@@ -24,12 +24,12 @@ def list_cmd(
 ) -> None:
     """List the runs, oldest first, with reproductions under the run they reproduce."""
     from ledger.store.readers import reading
-    from ledger.store.shapes import nest_children, run_summary
+    from ledger.store.shapes import nest_children, run_listing
 
     with reading(db) as reader:
         runs = reader.list_runs(where=where or [], sort=sort, limit=limit, search=search)
         if as_json:
-            print_json([run_summary(run) for run in runs])
+            print_json(run_listing(reader, runs))
             return
         from ledger.cli.views import runs_table
 

@@ -27,13 +27,18 @@ HEAD_REVISION = "0003"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# How long a SQLite writer waits for another's write lock before giving up. Team ledgers
+# see bursts of writers (8 processes importing and editing at once queue for seconds).
+BUSY_TIMEOUT_S = 30
+
+
 def _on_sqlite_connect(dbapi_connection, _record) -> None:
     # The driver would BEGIN on its own, lazily, after a read-modify-write has already read;
     # `_on_sqlite_begin` says when and how a transaction begins instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -68,7 +73,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine.execution_options(**{READ_ONLY: True})
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 5})
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             event.listen(engine, "connect", _on_sqlite_connect)
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine
@@ -220,7 +225,8 @@ def _storage_error(exc: BaseException) -> BaseException:
         return LedgerError(f"cannot write the ledger: it is read-only here ({text}); use a writable copy, or "
                            "only read commands")
     if "database is locked" in lowered:
-        return LedgerError("the ledger is busy: another process held its write lock for more than 5 s; try again")
+        return LedgerError(f"the ledger is busy: other processes held its write lock for more than {BUSY_TIMEOUT_S} s; "
+                           "try again")
     if "disk is full" in lowered or "no space" in lowered:
         return LedgerError(f"cannot write the ledger: the disk is full ({text}); nothing was written")
     return exc

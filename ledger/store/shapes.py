@@ -51,6 +51,13 @@ def run_summary(run: Any) -> dict[str, Any]:
     }
 
 
+def run_listing(reader: Any, runs: list[Any]) -> list[dict[str, Any]]:
+    """What `ledger list --json` prints: each run's summary with the last value of each of its
+    metric series (`metrics`)."""
+    last = reader.last_metrics([run.id for run in runs])
+    return [run_summary(run) | {"metrics": last.get(run.id, {})} for run in runs]
+
+
 def run_details(run: Any) -> dict[str, Any]:
     """Everything about a run, as `ledger show --json` prints it."""
     details = run_summary(run)

@@ -31,7 +31,7 @@ from ledger.core.filters import (
     sort_key,
     unknown_run,
 )
-from ledger.store.models import Run, Tag
+from ledger.store.models import Metric, Run, Tag
 
 COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in COLUMN_NAMES}
 
@@ -192,3 +192,14 @@ class SessionReader:
 
     def get_run(self, name: str) -> Run:
         return get_run(self.session, name)
+
+    def last_metrics(self, run_ids: list[int]) -> dict[int, dict[str, float]]:
+        """The last value of each metric series of these runs."""
+        out: dict[int, dict[str, float]] = {}
+        for start in range(0, len(run_ids), 500):
+            query = (select(Metric.run_id, Metric.name, Metric.value)
+                     .where(Metric.run_id.in_(run_ids[start:start + 500]))
+                     .order_by(Metric.run_id, Metric.name, Metric.step))
+            for run_id, name, value in self.session.execute(query):
+                out.setdefault(run_id, {})[name] = value
+        return out

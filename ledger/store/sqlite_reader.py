@@ -203,6 +203,18 @@ class SqliteReader:
             runs.reverse()
         return runs
 
+    def last_metrics(self, run_ids: list[int]) -> dict[int, dict[str, float]]:
+        """The last value of each metric series of these runs."""
+        out: dict[int, dict[str, float]] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start:start + 500]
+            rows = self.conn.execute(
+                f"SELECT run_id, name, value FROM metrics WHERE run_id IN ({', '.join('?' * len(chunk))})"
+                " ORDER BY run_id, name, step", chunk)
+            for run_id, name, value in rows:
+                out.setdefault(run_id, {})[name] = value
+        return out
+
     def _search_sql(self, text: str) -> tuple[str, list[Any]]:
         indexed = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SEARCH_INDEX,)).fetchone()
         if indexed and len(text) >= SEARCH_MIN_INDEXED:
