@@ -51,7 +51,7 @@ def _before_the_command(
     db: DbOption = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    """An ML team's experiment log as a database: list, show, import/export, reproduce and compare runs."""
+    # Options before the command: `ledger --db URL list` reads that ledger.
     from ledger.core import config
 
     config.set_db_before_command(db)
