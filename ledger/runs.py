@@ -118,8 +118,10 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
                                       profile_name="--data demo profile")
         else:
             resolved = resolve(row_input(original), overrides, profile=profile, profile_name="--data demo profile")
-    except (ResolveError, KeyError) as exc:
-        raise LedgerError(str(exc).strip("'\"")) from None
+    except ResolveError as exc:
+        raise LedgerError(str(exc)) from None
+    except KeyError as exc:  # Job.from_dict on a stored job with a key this version does not know
+        raise LedgerError(str(exc.args[0]) if exc.args else "a stored job has an unknown key") from None
     return original, resolved
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -160,7 +161,8 @@ class Conflict:
     why: str
 
     def override_hint(self) -> str:
-        return f"--set {self.field}={self.alternative!r}"
+        """The option that takes the other side, quoted for a POSIX shell."""
+        return f"--set {shlex.quote(f'{self.field}={self.alternative!r}')}"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Imports nothing heavy: `ledger reproduce --dry-run` stays fast.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -256,11 +257,11 @@ def coerce(field: str, value: Any) -> Any:
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("an integer")
-            return int(value)
+            return _number(int, value, "an integer")
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError("a number")
-            return float(value)
+            return _number(float, value, "a number")
         if hint is str:
             return str(value)
     except (TypeError, ValueError) as exc:
@@ -268,7 +269,35 @@ def coerce(field: str, value: Any) -> Any:
     return value
 
 
+def _number(kind: type, value: Any, what: str) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(what) from None
+
+
+# Numeric fields and the values they may take: (lowest, highest, lowest allowed itself).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, False), "weight_decay": (0.0, math.inf, True), "momentum": (0.0, 1.0, True),
+    "eta_min": (0.0, math.inf, True), "focal_gamma": (0.0, math.inf, True), "smooth_factor": (0.0, 1.0, True),
+    "cutmix_beta": (0.0, math.inf, False), "rotate_limit": (0, 180, True), "cutout_holes": (0, math.inf, True),
+    "cutout_size": (1, math.inf, True), "num_workers": (0, math.inf, True), "num_classes": (2, math.inf, True),
+}
+
+
 def _validate(values: dict[str, Any]) -> None:
+    for field, (low, high, low_ok) in _RANGES.items():
+        value = values[field]
+        if not math.isfinite(value) or value > high or value < low or (value == low and not low_ok):
+            bound = f"at least {low:g}" if low_ok else f"more than {low:g}"
+            upper = f" and at most {high:g}" if math.isfinite(high) else ""
+            raise ResolveError(f"{field} must be a finite number {bound}{upper}, not {value!r}")
+    for field in ("loss_weights", "normalize_mean", "normalize_std"):
+        if values[field] is not None and not all(math.isfinite(v) for v in values[field]):
+            raise ResolveError(f"{field} must hold finite numbers, not {values[field]!r}")
+    for field in ("max_train_images", "max_val_images"):
+        if values[field] is not None and values[field] < 1:
+            raise ResolveError(f"{field} must be at least 1 (or None for all), not {values[field]}")
     for field in ("criterion1", "criterion2"):
         if values[field] is not None and values[field] not in SUPPORTED_CRITERIA:
             raise ResolveError(f"{field}={values[field]!r} is not supported; supported: {', '.join(SUPPORTED_CRITERIA)}")

@@ -107,6 +107,33 @@ def test_override_values_are_type_checked():
         resolve(ROWS["DeepLabV3_cosinelr"], {"clahe_p": 0.5})
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": float("nan")}, "lr must be a finite number more than 0, not nan"),
+    ({"lr": float("inf")}, "lr must be a finite number more than 0, not inf"),
+    ({"lr": -1}, "lr must be a finite number more than 0, not -1.0"),
+    ({"lr": 0}, "lr must be a finite number more than 0, not 0.0"),
+    ({"lr": "abc"}, "lr='abc': expected a number$"),
+    ({"num_epochs": "ten"}, "num_epochs='ten': expected an integer$"),
+    ({"weight_decay": -0.1}, "weight_decay must be a finite number at least 0"),
+    ({"momentum": 1.5}, "momentum must be a finite number at least 0 and at most 1"),
+    ({"loss_weights": (0.5, float("nan"))}, "loss_weights must hold finite numbers"),
+    ({"max_train_images": 0}, "max_train_images must be at least 1"),
+])
+def test_override_values_are_range_checked(overrides, message):
+    with pytest.raises(ResolveError, match=message):
+        resolve(ROWS["DeepLabV3_cosinelr"], overrides)
+
+
+def test_the_other_side_of_a_conflict_is_a_shell_safe_option():
+    import shlex
+
+    from reproduce.job import Conflict
+
+    hint = Conflict("normalize_mean", None, "code-state", (0.5, 0.5, 0.5), "notes", "why").override_hint()
+    assert hint == "--set 'normalize_mean=(0.5, 0.5, 0.5)'"
+    assert shlex.split(hint) == ["--set", "normalize_mean=(0.5, 0.5, 0.5)"]
+
+
 def test_demo_profile_is_recorded_as_overrides():
     resolved = resolve(ROWS["DeepLabV3_cosinelr_tmax_10_backbone_ns"], profile=DEMO_PROFILE, profile_name="--data demo")
     for field, value in DEMO_PROFILE.items():

@@ -46,6 +46,10 @@ def test_failed_and_interrupted_runs_stay_out_of_the_markdown_log(seeded_db):
 @pytest.mark.parametrize("args,message", [
     (["--wandb", "sometimes"], "--wandb: unknown W&B mode 'sometimes'"),
     (["--wandb", "sometimes", "--dry-run"], "--wandb: unknown W&B mode 'sometimes'"),
+    (["--set", "lr=nan", "--dry-run"], "lr must be a finite number more than 0, not nan"),
+    (["--set", "lr=-1"], "lr must be a finite number more than 0, not -1.0"),
+    (["--name", "../outside"], "--name cannot contain '/'"),
+    (["--name", "multiple_aug_with_multi_loss"], "a run named 'multiple_aug_with_multi_loss' already exists"),
 ])
 def test_a_bad_option_appends_nothing(seeded_db, tmp_path, args, message):
     before = count_runs()
@@ -66,3 +70,19 @@ def test_an_unusable_runs_folder_appends_nothing(seeded_db, tmp_path):
                     "--set", "image_size=64")
     assert result.exit_code == 1 and "cannot create the runs folder" in result.stderr
     assert count_runs() == before
+
+
+def test_show_calls_the_lowest_loss_and_the_highest_score_best(seeded_db):
+    from ledger.store.models import Metric
+
+    engine = open_ledger(str(seeded_db))
+    with transaction(engine) as session:
+        run = session.scalars(select(Run).where(Run.name == RUN)).one()
+        run.metrics = [Metric(name=n, step=s, epoch=s, value=v) for n, values in
+                       (("train_loss", (0.9, 0.5, 0.7)), ("val_miou", (0.40, 0.45, 0.42))) for s, v in enumerate(values, 1)]
+    engine.dispose()
+    lines = {cells[0]: cells for cells in ([c for c in line.replace("│", " ").split()]
+                                           for line in ledger("show", RUN).stdout.splitlines())
+             if cells and cells[0] in ("train_loss", "val_miou")}
+    assert lines["train_loss"][-2:] == ["0.7000", "0.5000"]  # last, best
+    assert lines["val_miou"][-2:] == ["0.4200", "0.4500"]

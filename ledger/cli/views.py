@@ -138,14 +138,16 @@ def run_view(details: dict[str, Any]) -> Group:
 
     series = details.get("metrics") or {}
     if series:
-        table = Table(title="Metrics (last value, best)", title_justify="left", show_edge=False, header_style="bold")
+        table = Table(title="Metrics (last value; best: the lowest loss, the highest score)", title_justify="left",
+                      show_edge=False, header_style="bold")
         table.add_column("metric")
         table.add_column("points", justify="right")
         table.add_column("last", justify="right")
-        table.add_column("max", justify="right")
+        table.add_column("best", justify="right")
         for name, points in series.items():
             values = [p["value"] for p in points]
-            table.add_row(Text(name), str(len(values)), f"{values[-1]:.4f}", f"{max(values):.4f}")
+            best = min(values) if "loss" in name.lower() else max(values)
+            table.add_row(Text(name), str(len(values)), f"{values[-1]:.4f}", f"{best:.4f}")
         parts.append(table)
     return Group(*parts)
 
