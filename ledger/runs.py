@@ -479,22 +479,36 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
         _finish(engine, run_id, "failed", started, previous_duration, tracker, 1,
                 error=f"{exc.__class__.__name__}: {exc}")
         raise
-    summary = {
-        "best_epoch": result.best_epoch, "val_miou": result.best_val_miou, "lb_val_miou": result.best_lb_val_miou,
-        "checkpoint": str(result.checkpoint), "submission": str(result.submission) if result.submission else None,
-        "epochs": [e.__dict__ for e in result.epochs],
-    }
-    _finish(engine, run_id, "finished", started, previous_duration, tracker, 0, val_miou=result.best_val_miou,
-            lb_val_miou=result.best_lb_val_miou, checkpoint_path=str(result.checkpoint))
+    summary = training_summary(result, job)
+    _finish(engine, run_id, "finished", started, previous_duration, tracker, 0, val_miou=summary["val_miou"],
+            lb_val_miou=summary["lb_val_miou"], checkpoint_path=str(result.checkpoint))
     with transaction(engine) as session:
         run = session.get(Run, run_id)
         run.notes = (run.notes or "") + (
-            f". best val mIoU {result.best_val_miou:.4f} (LB-style {result.best_lb_val_miou:.4f}) "
-            f"at epoch {result.best_epoch}/{job.num_epochs}"
+            f". best val mIoU {summary['val_miou']:.4f} at epoch {summary['best_epoch']}/{job.num_epochs}; "
+            f"checkpoint of epoch {summary['checkpoint_epoch']} ({summary['checkpoint_rule']})"
         )
         summary["name"] = run.name
         summary["links"] = list(run.links or [])
     return summary
+
+
+CHECKPOINT_RULES = {"val_loss": "lowest val loss", "val_miou": "highest val mIoU"}
+
+
+def training_summary(result: Any, job: Job) -> dict[str, Any]:
+    """What a finished run reports. "Best" is the maximum over the epochs; the checkpoint
+    kept is the one the job's rule chose (the first code state kept the lowest val loss),
+    with its own val mIoU beside it."""
+    best = max(result.epochs, key=lambda e: e.val_miou)
+    return {
+        "val_miou": best.val_miou, "best_epoch": best.epoch,
+        "lb_val_miou": max(e.lb_val_miou for e in result.epochs),
+        "checkpoint_epoch": result.best_epoch, "checkpoint_rule": CHECKPOINT_RULES[job.checkpoint_metric],
+        "checkpoint_val_miou": result.best_val_miou, "checkpoint_lb_val_miou": result.best_lb_val_miou,
+        "checkpoint": str(result.checkpoint), "submission": str(result.submission) if result.submission else None,
+        "epochs": [e.__dict__ for e in result.epochs],
+    }
 
 
 def _finish(engine: Engine, run_id: int, status: str, started: float, previous: float, tracker: Any,

@@ -43,6 +43,12 @@ def test_reproduce_appends_a_finished_row(seeded_db, tiny_data):
     summary = json.loads(result.stdout)
     name = f"{RUN}_repro1"
     assert summary["name"] == name and len(summary["epochs"]) == 2
+    # "Best" is the maximum over the epochs; the checkpoint is the one the job's rule kept.
+    best = max(summary["epochs"], key=lambda e: e["val_miou"])
+    assert (summary["val_miou"], summary["best_epoch"]) == (best["val_miou"], best["epoch"])
+    assert summary["checkpoint_rule"] in ("lowest val loss", "highest val mIoU")
+    kept = next(e for e in summary["epochs"] if e["epoch"] == summary["checkpoint_epoch"])
+    assert summary["checkpoint_val_miou"] == kept["val_miou"]
 
     runs = json.loads(ledger("list", "--json").stdout)
     assert runs[-1]["name"] == name and runs[-1]["parent"] == RUN and runs[-1]["status"] == "finished"

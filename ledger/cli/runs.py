@@ -155,7 +155,9 @@ def _print_summaries(summaries: list[dict[str, Any]], as_json: bool) -> None:
     err = console(stderr=True)
     for summary in summaries:
         err.print(summary_table(summary))
-        err.print(f"best val mIoU {summary['val_miou']:.4f} (LB-style {summary['lb_val_miou']:.4f}) at epoch "
-                  f"{summary['best_epoch']}; checkpoint {summary['checkpoint']}", highlight=False, markup=False)
+        err.print(f"best val mIoU {summary['val_miou']:.4f} at epoch {summary['best_epoch']} (best LB-style "
+                  f"{summary['lb_val_miou']:.4f}); checkpoint: epoch {summary['checkpoint_epoch']}, chosen by "
+                  f"{summary['checkpoint_rule']} (val mIoU {summary['checkpoint_val_miou']:.4f}), "
+                  f"{summary['checkpoint']}", highlight=False, markup=False)
         for link in summary.get("links") or []:
             err.print(f"W&B: {link}", highlight=False, markup=False)

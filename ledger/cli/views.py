@@ -203,8 +203,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
                   header_style="bold")
     for column in ("epoch", "train loss", "val loss", "val mIoU", "LB-style mIoU", "seconds"):
         table.add_column(column, justify="right")
+    table.caption = "* best val mIoU   c checkpoint kept"
     for e in summary["epochs"]:
-        mark = " *" if e["epoch"] == summary["best_epoch"] else ""
+        mark = (" *" if e["epoch"] == summary["best_epoch"] else "") + \
+               (" c" if e["epoch"] == summary["checkpoint_epoch"] else "")
         table.add_row(f"{e['epoch']}{mark}", f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}", f"{e['val_miou']:.4f}",
                       f"{e['lb_val_miou']:.4f}", f"{e['seconds']:.1f}")
     return table
