@@ -71,6 +71,7 @@ class Request:
     runs_dir: Optional[Path] = None
     seed: Optional[int] = None
     fork: bool = False  # `ledger run --from`: a new experiment, not a reproduction
+    keep_last: bool = False  # keep last.pt (resume state, the size of several models) after the run finished
 
 
 # ------------------------------------------------------------------ resolution
@@ -235,6 +236,7 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
     fingerprint = data_fingerprint(data_dir)
     runs_root = _writable_runs_dir(request.runs_dir)
     model = _prepare_model(job)
+    check_disk(runs_root, model)
 
     def append(session: Session) -> tuple[int, Path, str]:
         reap_stale(session)
@@ -248,7 +250,7 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
     if say is not None:
         say(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}")
     return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=request.wandb_mode,
-                   name=new_name, resume=False, progress=progress)
+                   name=new_name, resume=False, progress=progress, keep_last=request.keep_last)
 
 
 def _writable_runs_dir(given: Optional[Path]) -> Path:
@@ -281,20 +283,24 @@ def start_repeats(engine: Engine, request: Request, resolved: ResolvedJob, seeds
 
 
 def resume(engine: Engine, name: str, *, wandb_mode: str = "auto", progress: Optional[Progress] = None,
-           say: Optional[Say] = None) -> dict[str, Any]:
+           say: Optional[Say] = None, keep_last: bool = False) -> dict[str, Any]:
     """Continue the interrupted run `name` from its last finished epoch; returns its summary.
 
-    A row still `running` is taken over only when its trainer is gone (see
-    `ledger.store.liveness`); a live one is refused.
+    A run stopped before its first epoch ended has no checkpoint: it starts again from
+    epoch 1, on the same row with the same job. A row still `running` is taken over only
+    when its trainer is gone (see `ledger.store.liveness`); a live one is refused.
     """
     with transaction(engine) as session:
         run, job, run_dir, data_dir = load_for_resume(session, name)
         run_id = run.id
     model = _prepare_model(job)
+    check_disk(run_dir.parent, model)
+    from_checkpoint = (run_dir / "last.pt").exists()
     if say is not None:
-        say(f"resuming {name} from {run_dir / 'last.pt'}")
+        say(f"resuming {name} from {run_dir / 'last.pt'}" if from_checkpoint else
+            f"restarting {name} from epoch 1: it stopped before its first checkpoint")
     return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode, name=name,
-                   resume=True, progress=progress)
+                   resume=from_checkpoint, progress=progress, keep_last=keep_last)
 
 
 def load_for_resume(session: Session, name: str) -> tuple[Run, Job, Path, Path]:
@@ -308,12 +314,35 @@ def load_for_resume(session: Session, name: str) -> tuple[Run, Job, Path, Path]:
         raise LedgerError(f"{name} was not started by ledger; --resume continues an interrupted reproduction or run")
     if run.status == "finished":
         raise LedgerError(f"{name} already finished; nothing to resume")
-    job = Job.from_dict(record.job)
-    run_dir = Path(record.run_dir)
-    if not (run_dir / "last.pt").exists():
-        raise LedgerError(f"{name} has no checkpoint in {run_dir} (it stopped before its first epoch ended); "
-                          "start a new reproduction instead")
-    return run, job, run_dir, record.data_dir
+    return run, Job.from_dict(record.job), Path(record.run_dir), record.data_dir
+
+
+def check_disk(root: Path, model: Any) -> None:
+    """Enough free space under `root` for the run's checkpoints, or a LedgerError before it starts:
+    best.pt holds the model; last.pt the model with the optimiser's state (up to four times
+    its size), written through a temporary file while the previous one is still there."""
+    import shutil
+
+    from reproduce.models import count_parameters
+
+    needed = count_parameters(model) * 4 * 9 + (64 << 20)
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free < needed:
+        raise LedgerError(f"not enough free disk under {root} for the checkpoints: {_size(free)} free, about "
+                          f"{_size(needed)} needed; free some space or pass --runs-dir")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _prepare_model(job: Job) -> Any:
@@ -420,7 +449,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path, *, model: Any, wandb_mode: str,
-            name: str, resume: bool = False, progress: Optional[Progress] = None) -> dict[str, Any]:
+            name: str, resume: bool = False, progress: Optional[Progress] = None,
+            keep_last: bool = False) -> dict[str, Any]:
     """Train the row `run_id`; returns the summary. Its status is final whatever happens.
 
     Raises:
@@ -432,7 +462,7 @@ def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path
     try:
         with (progress(job.num_epochs) if progress is not None else nullcontext()) as display:
             return _train_row(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode,
-                              display=display, resume=resume)
+                              display=display, resume=resume, keep_last=keep_last)
     except KeyboardInterrupt:
         raise RunInterrupted(name) from None
     except DataError as exc:
@@ -442,7 +472,7 @@ def execute(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path
 
 
 def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: Path, *, model: Any,
-               wandb_mode: str, display: Any, resume: bool) -> dict[str, Any]:
+               wandb_mode: str, display: Any, resume: bool, keep_last: bool) -> dict[str, Any]:
     from reproduce.environment import environment
     from reproduce.runfiles import write_job_files
     from reproduce.tracking import Tracker
@@ -479,7 +509,9 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
         _finish(engine, run_id, "failed", started, previous_duration, tracker, 1,
                 error=f"{exc.__class__.__name__}: {exc}")
         raise
-    summary = training_summary(result, job)
+    if not keep_last:
+        (run_dir / "last.pt").unlink(missing_ok=True)  # the state to resume from; a finished run needs none
+    summary = training_summary(result, job) | {"run_dir": str(run_dir), "run_dir_bytes": folder_bytes(run_dir)}
     _finish(engine, run_id, "finished", started, previous_duration, tracker, 0, val_miou=summary["val_miou"],
             lb_val_miou=summary["lb_val_miou"], checkpoint_path=str(result.checkpoint))
     with transaction(engine) as session:

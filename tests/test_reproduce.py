@@ -114,9 +114,14 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monke
 
     reference = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "uninterrupted")
     assert reference.exit_code == 0, reference.output
-    again = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "again")
+    again = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "again", "--keep-last")
     assert again.exit_code == 0
     assert series(details("again")) == series(details("uninterrupted")), "two CPU runs of one job differ"
+    # A finished run keeps its best checkpoint; the state to resume from goes unless asked for.
+    for name, kept in (("uninterrupted", False), ("again", True)):
+        run_dir = Path(details(name)["checkpoint_path"]).parent
+        assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").exists() == kept
+    assert "run folder" in reference.stderr and "MiB" in reference.stderr
 
     original_on_epoch = ProgressDisplay.on_epoch
 
@@ -137,6 +142,21 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monke
     assert d["status"] == "finished"
     assert series(d) == series(details("uninterrupted"))
     assert d["val_miou"] == details("uninterrupted")["val_miou"]
+    # Stopped before the first checkpoint: --resume starts it again on the same row, same job.
+    original_on_batch = ProgressDisplay.on_batch
+
+    def stop_at_once(self, loss, images):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressDisplay, "on_batch", stop_at_once)
+    early = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "early")
+    assert early.exit_code == 130 and details("early")["metrics"] == {}
+    monkeypatch.setattr(ProgressDisplay, "on_batch", original_on_batch)
+    restarted = ledger("reproduce", "early", "--resume", "--wandb", "offline")
+    assert restarted.exit_code == 0, restarted.output
+    assert "restarting early from epoch 1" in restarted.stderr
+    assert details("early")["status"] == "finished" and series(details("early")) == series(details("uninterrupted"))
+
     finished = ledger("reproduce", "stopped", "--resume")
     assert finished.exit_code == 1 and "already finished" in finished.stderr
 
@@ -152,6 +172,18 @@ def test_a_crash_is_recorded_as_failed(seeded_db, tiny_data, monkeypatch):
     assert result.exit_code == 1 and "validation exploded" in result.stderr and "Traceback" not in result.output
     d = details("crashes")
     assert d["status"] == "failed" and "validation exploded" in d["error"]
+
+
+def test_too_little_disk_for_the_checkpoints_appends_nothing(seeded_db, tiny_data, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (10 << 20), 10 << 20))
+    before = len(json.loads(ledger("list", "--json").stdout))
+    result = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "no_room")
+    assert result.exit_code == 1 and "not enough free disk" in result.stderr and "10.0 MiB free" in result.stderr
+    assert len(json.loads(ledger("list", "--json").stdout)) == before
 
 
 def test_a_failure_after_the_row_is_appended_leaves_it_failed(seeded_db, tiny_data, monkeypatch):

@@ -21,6 +21,7 @@ NoPretrainedOption = Annotated[bool, typer.Option("--no-pretrained", help="Start
 DeviceOption = Annotated[Optional[str], typer.Option("--device", metavar="cpu|cuda|cuda:N", help="cpu, cuda or cuda:N; default: CUDA when present, else CPU.")]
 FastOption = Annotated[bool, typer.Option("--fast", help="On a GPU: TF32, AMP and channels-last. Faster, not bit-exact; recorded.")]
 WandbOption = Annotated[str, typer.Option("--wandb", metavar="auto|online|offline|disabled", help="auto (online with credentials, else offline), online, offline or disabled.")]
+KeepLastOption = Annotated[bool, typer.Option("--keep-last", help="Keep last.pt (the state to resume from, several times the model's size) after the run finished.")]
 RunsDirOption = Annotated[Optional[Path], typer.Option("--runs-dir", metavar="DIR", help="Where checkpoints go; default: $LEDGER_RUNS_DIR or ./reproductions.")]
 
 
@@ -55,6 +56,7 @@ def reproduce_cmd(
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the new row; default: RUN_reproN.")] = None,
     wandb_mode: WandbOption = "auto",
     runs_dir: RunsDirOption = None,
+    keep_last: KeepLastOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -75,9 +77,10 @@ def reproduce_cmd(
         raise LedgerError("--repeats/--seeds start several new rows; they cannot be combined with --resume or --name")
     request = runs.Request(run=run, data=data, overrides=parse_sets(set_), weights=weights,
                            no_pretrained=no_pretrained, device=device, fast=fast, name=name, wandb_mode=wandb_mode,
-                           runs_dir=runs_dir, seed=explicit_seeds[0] if explicit_seeds else seed)
+                           runs_dir=runs_dir, seed=explicit_seeds[0] if explicit_seeds else seed, keep_last=keep_last)
     if resume:
-        _print_summaries([runs.resume(engine, run, wandb_mode=wandb_mode, **_terminal())], as_json)
+        _print_summaries([runs.resume(engine, run, wandb_mode=wandb_mode, keep_last=keep_last, **_terminal())],
+                         as_json)
         return
     original, resolved = runs.plan(engine, request)
     if dry_run:
@@ -104,6 +107,7 @@ def run_cmd(
     fast: FastOption = False,
     wandb_mode: WandbOption = "auto",
     runs_dir: RunsDirOption = None,
+    keep_last: KeepLastOption = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -118,7 +122,7 @@ def run_cmd(
     engine = open_ledger(db)
     request = runs.Request(run=from_, data=data, overrides=parse_sets(set_), weights=weights,
                            no_pretrained=no_pretrained, device=device, fast=fast, name=name, wandb_mode=wandb_mode,
-                           runs_dir=runs_dir, fork=True)
+                           runs_dir=runs_dir, fork=True, keep_last=keep_last)
     original, resolved = runs.plan(engine, request)
     if dry_run:
         _print_job(original, resolved, as_json)
@@ -159,5 +163,7 @@ def _print_summaries(summaries: list[dict[str, Any]], as_json: bool) -> None:
                   f"{summary['lb_val_miou']:.4f}); checkpoint: epoch {summary['checkpoint_epoch']}, chosen by "
                   f"{summary['checkpoint_rule']} (val mIoU {summary['checkpoint_val_miou']:.4f}), "
                   f"{summary['checkpoint']}", highlight=False, markup=False)
+        err.print(f"run folder {summary['run_dir']}: {summary['run_dir_bytes'] / 2**20:.1f} MiB", highlight=False,
+                  markup=False)
         for link in summary.get("links") or []:
             err.print(f"W&B: {link}", highlight=False, markup=False)
