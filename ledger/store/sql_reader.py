@@ -15,19 +15,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from ledger.core.filters import (
     COLUMN_NAMES,
+    SEARCH_COLUMNS,
+    SEARCH_INDEX,
+    SEARCH_MIN_INDEXED,
     Condition,
     Predicate,
     SortKey,
     check_limit,
-    SEARCH_COLUMNS,
-    SEARCH_INDEX,
-    SEARCH_MIN_INDEXED,
     checked_condition,
     checked_sort,
     fts_phrase,
     parse_where,
-    search_text,
     predicate,
+    search_text,
     sort_key,
     unknown_run,
 )

@@ -20,23 +20,23 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Optional
 
 from ledger.core.config import resolve_url, sqlite_path, sqlite_read_uri
-from ledger.store.db import HEAD_REVISION
 from ledger.core.filters import (
-    Predicate,
-    SortKey,
-    check_limit,
     SEARCH_COLUMNS,
     SEARCH_INDEX,
     SEARCH_MIN_INDEXED,
+    Predicate,
+    SortKey,
+    check_limit,
     checked_condition,
     checked_sort,
     fts_phrase,
     parse_where,
-    search_text,
     predicate,
+    search_text,
     sort_key,
     unknown_run,
 )
+from ledger.store.db import HEAD_REVISION
 
 # Read-only records with the attribute names of the ORM classes, so that `ledger.store.shapes`
 # and the terminal views take either.
