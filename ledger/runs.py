@@ -33,6 +33,7 @@ from typing import Any, Callable, ContextManager, Iterator, Optional
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from ledger.analysis.compare import same_job_runs
 from ledger.core import config
 from ledger.core.args import render_arguments
 from ledger.core.cells import check_name
@@ -522,6 +523,7 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
         )
         summary["name"] = run.name
         summary["links"] = list(run.links or [])
+        summary["same_job"] = same_job_runs(session, run)
     return summary
 
 

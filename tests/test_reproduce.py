@@ -117,6 +117,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monke
     again = ledger("reproduce", RUN, "--data", tiny_data, *TINY, "--name", "again", "--keep-last")
     assert again.exit_code == 0
     assert series(details("again")) == series(details("uninterrupted")), "two CPU runs of one job differ"
+    assert "agrees with uninterrupted (the same job): identical metrics, every epoch" in again.stderr
     # A finished run keeps its best checkpoint; the state to resume from goes unless asked for.
     for name, kept in (("uninterrupted", False), ("again", True)):
         run_dir = Path(details(name)["checkpoint_path"]).parent
@@ -141,6 +142,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monke
     d = details("stopped")
     assert d["status"] == "finished"
     assert series(d) == series(details("uninterrupted"))
+    assert "agrees with uninterrupted (the same job): identical metrics" in resumed.stderr
     assert d["val_miou"] == details("uninterrupted")["val_miou"]
     # Stopped before the first checkpoint: --resume starts it again on the same row, same job.
     original_on_batch = ProgressDisplay.on_batch

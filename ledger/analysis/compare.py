@@ -174,3 +174,29 @@ def _dict_differences(dicts: list[Optional[dict[str, Any]]], all_fields: bool) -
             rows.append({"key": key, "values": values})
     return rows
 
+
+
+def same_job_runs(session: Session, run: Run) -> list[dict[str, Any]]:
+    """The other finished runs of this run's exact job (the same hash, seed included), each
+    with whether its per-epoch metrics equal this run's bit for bit, and the largest difference."""
+    from sqlalchemy import select
+
+    if not run.job_hash:
+        return []
+    mine = _series(run)
+    out = []
+    query = (select(Run).where(Run.job_hash == run.job_hash, Run.id != run.id, Run.status == "finished")
+             .order_by(Run.position, Run.id))
+    for other in session.scalars(query):
+        theirs = _series(other)
+        shared = [(k, step) for k in mine for step in mine[k] if step in theirs.get(k, {})]
+        diff = max((abs(mine[k][step] - theirs[k][step]) for k, step in shared), default=None)
+        out.append({"name": other.name, "identical": bool(mine) and mine == theirs, "max_abs_diff": diff})
+    return out
+
+
+def _series(run: Run) -> dict[str, dict[int, float]]:
+    series: dict[str, dict[int, float]] = {}
+    for metric in run.metrics:
+        series.setdefault(metric.name, {})[metric.step] = metric.value
+    return series

@@ -165,5 +165,14 @@ def _print_summaries(summaries: list[dict[str, Any]], as_json: bool) -> None:
                   f"{summary['checkpoint']}", highlight=False, markup=False)
         err.print(f"run folder {summary['run_dir']}: {summary['run_dir_bytes'] / 2**20:.1f} MiB", highlight=False,
                   markup=False)
+        for other in summary.get("same_job") or []:
+            if other["identical"]:
+                verdict = "identical metrics, every epoch"
+            elif other["max_abs_diff"] is None:
+                verdict = "no epoch in common"
+            else:
+                verdict = f"metrics differ by up to {other['max_abs_diff']:.3g}"
+            err.print(f"{'agrees with' if other['identical'] else 'differs from'} {other['name']} (the same job): "
+                      f"{verdict}", highlight=False, markup=False)
         for link in summary.get("links") or []:
             err.print(f"W&B: {link}", highlight=False, markup=False)
