@@ -37,10 +37,11 @@ from ledger.analysis.compare import same_job_runs
 from ledger.core import config
 from ledger.core.args import render_arguments
 from ledger.core.cells import check_name
+from ledger.core.clock import utcnow
 from ledger.core.errors import LedgerError, RunInterrupted
 from ledger.store.db import transaction, write_retrying
 from ledger.store.jobrecord import JobRecord, row_input
-from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, stale_reason, this_host, utcnow
+from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, stale_reason, this_host
 from ledger.store.models import Metric, Run
 from ledger.store.sql_reader import get_run
 from reproduce.job import Job, ResolvedJob

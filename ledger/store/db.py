@@ -7,6 +7,7 @@ to change: the stdlib read path (`ledger.store.sqlite_reader`) needs only the he
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -32,14 +33,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 30
 
 
-def _on_sqlite_connect(dbapi_connection, _record) -> None:
+def _on_sqlite_connect(dbapi_connection, _record, *, read_only: bool = False) -> None:
     # The driver would BEGIN on its own, lazily, after a read-modify-write has already read;
     # `_on_sqlite_begin` says when and how a transaction begins instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    if read_only:  # no pragma that writes the file: it stays exactly as it is
+        cursor.execute("PRAGMA query_only=ON")
+    else:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
@@ -69,7 +73,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
             uri = sqlite_read_uri(sqlite_path(url))
             engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=5,
                                                                                  check_same_thread=False))
-            event.listen(engine, "connect", _on_sqlite_connect_read_only)
+            event.listen(engine, "connect", functools.partial(_on_sqlite_connect, read_only=True))
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine.execution_options(**{READ_ONLY: True})
         if url.startswith("sqlite"):
@@ -82,14 +86,6 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         scheme = url.split("://", 1)[0]
         raise LedgerError(f"cannot open the ledger at {url}: unknown database {scheme!r} ({one_line(exc)}); give a "
                           "SQLite path or a URL such as postgresql+psycopg://user@host/db") from None
-
-
-def _on_sqlite_connect_read_only(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA query_only=ON")
-    cursor.close()
 
 
 def one_line(exc: BaseException) -> str:

@@ -16,6 +16,8 @@ import socket
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from ledger.core.clock import utcnow
+
 HEARTBEAT_S = 5.0
 STALE_ENV = "LEDGER_STALE_AFTER"
 DEFAULT_STALE_AFTER_S = 60.0
@@ -30,10 +32,6 @@ def stale_after_s() -> float:
 
 def this_host() -> str:
     return socket.gethostname()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal, Optional
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ledger.core.clock import utcnow
 
 # What a row is, where its job stands, and how its Arguments cell was read. Stored as plain
 # strings (the columns are VARCHAR(16)); the Literals say which strings the code writes.
 Kind = Literal["logged", "reproduction", "ensemble"]
 Status = Literal["queued", "running", "finished", "failed", "interrupted"]
 ArgsStatus = Literal["ok", "none", "unparsed"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Base(DeclarativeBase):

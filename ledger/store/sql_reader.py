@@ -32,6 +32,7 @@ from ledger.core.filters import (
     unknown_run,
 )
 from ledger.store.models import Metric, Run, Tag
+from ledger.store.sqlite_reader import ARGUMENT_KEYS_SQL, JSON_KINDS, json_path
 
 COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in COLUMN_NAMES}
 
@@ -93,10 +94,8 @@ class ArgumentProbe:
     """`ledger.core.filters.KeyProbe` through a session: which argument keys runs hold."""
 
     # The JSON types each database names for each kind of value a filter compares.
-    KINDS = {
-        "postgresql": {"number": ("number",), "boolean": ("boolean",), "text": ("string",)},
-        "sqlite": {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)},
-    }
+    KINDS = {"postgresql": {"number": ("number",), "boolean": ("boolean",), "text": ("string",)},
+             "sqlite": JSON_KINDS}
 
     def __init__(self, session: Session):
         self.session = session
@@ -105,7 +104,7 @@ class ArgumentProbe:
     def _type_of(self, key: str) -> Any:
         if self.dialect == "postgresql":
             return func.json_typeof(Run.args[key])
-        return func.json_type(Run.args, f'$."{key}"')
+        return func.json_type(Run.args, json_path(key))
 
     def has_argument(self, key: str, kinds: Optional[tuple[str, ...]] = None) -> bool:
         kind = self._type_of(key)
@@ -120,8 +119,7 @@ class ArgumentProbe:
         if self.dialect == "postgresql":
             query = select(func.json_object_keys(Run.args)).where(func.json_typeof(Run.args) == "object").distinct()
             return list(self.session.scalars(query))
-        return list(self.session.scalars(text(
-            "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'")))
+        return list(self.session.scalars(text(ARGUMENT_KEYS_SQL)))
 
 
 def search_clause(session: Session, wanted: str) -> ColumnElement[bool]:

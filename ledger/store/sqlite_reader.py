@@ -129,8 +129,10 @@ def sqlite_time(value: datetime) -> str:
             f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
 
 
-# The JSON types SQLite's json_type() names for each kind of value a filter compares.
+# The JSON types SQLite's json_type() names for each kind of value a filter compares, and
+# every argument key of every run (both read paths use these on SQLite).
 JSON_KINDS = {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)}
+ARGUMENT_KEYS_SQL = "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'"
 
 
 class ArgumentProbe:
@@ -148,8 +150,7 @@ class ArgumentProbe:
         return self.conn.execute(sql, [json_path(key)]).fetchone() is not None
 
     def argument_keys(self) -> list[str]:
-        return [k for (k,) in self.conn.execute(
-            "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'")]
+        return [k for (k,) in self.conn.execute(ARGUMENT_KEYS_SQL)]
 
 
 def order_sql(key: SortKey) -> tuple[str, list[Any]]:
