@@ -24,7 +24,6 @@ import datetime as dt
 import os
 import signal
 import threading
-import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from ledger.core.args import render_arguments
 from ledger.core.cells import check_name
 from ledger.core.clock import utcnow
 from ledger.core.errors import LedgerError, RunInterrupted
+from ledger.store.attempts import begin_attempt, end_attempt
 from ledger.store.db import transaction, write_retrying
 from ledger.store.jobrecord import JobRecord, row_input
 from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, stale_reason, this_host
@@ -128,11 +128,37 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
     return original, resolved
 
 
-def plan(engine: Engine, request: Request) -> tuple[str, ResolvedJob]:
-    """The name of the row `request` starts from and the job it would train; runs nothing."""
+def plan(engine: Engine, request: Request, *, check_data: bool = False) -> tuple[str, ResolvedJob]:
+    """The name of the row `request` starts from and the job it would train; runs nothing.
+
+    With `check_data` (what `--dry-run` asks for), the request's data folder is checked
+    too, as `start` would check it: a dry run that passes means the run can start.
+    """
     with transaction(engine, write=False) as session:
         original, resolved = resolve_request(session, request)
-        return original.name, resolved
+        name = original.name
+    if check_data and request.data and request.data != DEMO:
+        check_data_dir(data_dir_for(request.data, resolved.job), resolved.job)
+    return name, resolved
+
+
+def check_data_dir(data_dir: Path, job: Job) -> None:
+    """The folder holds the splits a job trains on, with images of the job's size; else a LedgerError."""
+    from reproduce.data import DataError, validate_data_dir
+
+    try:
+        validate_data_dir(data_dir)
+    except DataError as exc:
+        raise LedgerError(str(exc)) from None
+    import json
+
+    with open(data_dir / "train.json", encoding="utf-8") as f:
+        images = json.load(f).get("images") or []
+    if images:
+        size = (images[0].get("height"), images[0].get("width"))
+        if size != (job.image_size, job.image_size):
+            raise LedgerError(f"the job expects {job.image_size}x{job.image_size} images but {data_dir}/train.json has "
+                              f"{size[1]}x{size[0]}; pass --set image_size=N to match the data")
 
 
 def parse_seeds(seeds: Optional[str], repeats: int) -> list[int]:
@@ -225,16 +251,13 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
         LedgerError: the request, the data or the weights are wrong, or the run failed
             (its row is then `failed`). `RunInterrupted` when Ctrl-C or a kill stopped it.
     """
-    from reproduce.data import DataError, data_fingerprint, validate_data_dir
+    from reproduce.data import data_fingerprint
 
     if resolved is None:
         _, resolved = plan(engine, request)
     job = resolved.job
     data_dir = data_dir_for(request.data, job)
-    try:
-        validate_data_dir(data_dir)
-    except DataError as exc:
-        raise LedgerError(str(exc)) from None
+    check_data_dir(data_dir, job)
     fingerprint = data_fingerprint(data_dir)
     runs_root = _writable_runs_dir(request.runs_dir)
     model = _prepare_model(job)
@@ -396,6 +419,7 @@ class LedgerHooks:
                         run.metrics.append(Metric(name=name, step=result.epoch, epoch=result.epoch,
                                                   value=float(getattr(result, name))))
             session.flush()
+            run.heartbeat_at = utcnow()  # a lost attempt lasted at least until its last epoch was written
             run.val_miou = max((m.value for m in run.metrics if m.name == "val_miou"), default=None)
 
 
@@ -480,11 +504,10 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
     from reproduce.tracking import Tracker
     from reproduce.train import select_device, train
 
-    started = time.perf_counter()
     with transaction(engine, write=False) as session:
         run = session.get(Run, run_id)
         record = JobRecord.of(run)
-        previous_duration = run.duration_s or 0.0
+        done = max((m.step for m in run.metrics if m.name == "val_miou"), default=0) if resume else 0
     tracker = None
     # Everything after the row was appended is guarded: whatever fails (an unwritable run
     # folder, a full disk, a device that is not there) leaves the row failed with the error.
@@ -492,8 +515,11 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
         with sigterm_as_interrupt():
             env = environment(str(select_device(job)))
             write_job_files(run_dir, record.to_json(), env)
-            set_status(engine, run_id, "running", environment=env, error=None, host=this_host(), pid=os.getpid(),
-                       heartbeat_at=utcnow())
+            with transaction(engine) as session:
+                run = session.get(Run, run_id)
+                run.status, run.environment, run.error = "running", env, None
+                run.host, run.pid, run.heartbeat_at = this_host(), os.getpid(), utcnow()
+                begin_attempt(run, host=run.host, pid=run.pid, from_epoch=done + 1)
             with Heartbeat(engine, run_id):
                 tracker = Tracker(job=job, config=record.to_json(), run_dir=run_dir, mode=wandb_mode,
                                   resume_id=record.wandb_id if resume else None)
@@ -504,17 +530,17 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
                 result = train(job, data_dir, run_dir, cache_dir=config.cache_dir(), resume=resume, hooks=hooks,
                                model_factory=lambda _job: model)
     except KeyboardInterrupt:
-        _finish(engine, run_id, "interrupted", started, previous_duration, tracker, 255,
+        _finish(engine, run_id, "interrupted", tracker, 255,
                 error="interrupted; continue with `ledger reproduce --resume`")
         raise
     except BaseException as exc:
-        _finish(engine, run_id, "failed", started, previous_duration, tracker, 1,
+        _finish(engine, run_id, "failed", tracker, 1,
                 error=f"{exc.__class__.__name__}: {exc}")
         raise
     if not keep_last:
         (run_dir / "last.pt").unlink(missing_ok=True)  # the state to resume from; a finished run needs none
     summary = training_summary(result, job) | {"run_dir": str(run_dir), "run_dir_bytes": folder_bytes(run_dir)}
-    _finish(engine, run_id, "finished", started, previous_duration, tracker, 0, val_miou=summary["val_miou"],
+    _finish(engine, run_id, "finished", tracker, 0, val_miou=summary["val_miou"],
             lb_val_miou=summary["lb_val_miou"], checkpoint_path=str(result.checkpoint))
     with transaction(engine) as session:
         run = session.get(Run, run_id)
@@ -546,11 +572,15 @@ def training_summary(result: Any, job: Job) -> dict[str, Any]:
     }
 
 
-def _finish(engine: Engine, run_id: int, status: str, started: float, previous: float, tracker: Any,
-            exit_code: int, **fields: Any) -> None:
+def _finish(engine: Engine, run_id: int, status: str, tracker: Any, exit_code: int, **fields: Any) -> None:
     if tracker is not None:
         try:
             tracker.finish(exit_code)
         except Exception:  # W&B failing to close must not hide the job's own outcome
             pass
-    set_status(engine, run_id, status, duration_s=previous + time.perf_counter() - started, **fields)
+    with transaction(engine) as session:
+        run = session.get(Run, run_id)
+        run.status = status
+        for key, value in fields.items():
+            setattr(run, key, value)
+        end_attempt(run, status)

@@ -88,11 +88,11 @@ def _polygon(
     return np.clip(np.rint(points), 0, size - 1).astype(np.int32)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, noise: float) -> np.ndarray:
     coarse = rng.normal(0.0, 1.0, (6, 6, 3)).astype(np.float32)
     texture = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     base = np.array([125.0, 115.0, 105.0], np.float32)
-    return base + 18.0 * texture + rng.normal(0.0, 10.0, (size, size, 3)).astype(np.float32)
+    return base + 18.0 * noise * texture + rng.normal(0.0, 10.0 * noise, (size, size, 3)).astype(np.float32)
 
 
 def _paint(image: np.ndarray, rng: np.random.Generator, cls: int, points: np.ndarray) -> None:
@@ -118,6 +118,8 @@ def _make_split(
     root: Path,
     with_annotations: bool,
     max_objects: int,
+    radius: tuple[float, float],
+    noise: float,
 ) -> dict:
     images, annotations = [], []
     for i in range(n_images):
@@ -126,13 +128,13 @@ def _make_split(
         info = {"file_name": file_name, "height": size, "width": size, "id": i}
         images.append({"license": 0, "url": None, "date_captured": None, **info})
 
-        image = _background(rng, size)
+        image = _background(rng, size, noise)
         n_objects = 0 if i % 7 == 3 else int(rng.integers(1, max_objects + 1))
         objects = []
         for k in range(n_objects):
             # The first class cycles so every class appears even in small splits.
             cls = (i % 11) + 1 if k == 0 else int(rng.integers(1, 12))
-            radius = rng.uniform(0.09, 0.2) * size
+            r = rng.uniform(radius[0], radius[1]) * size
             if k == 1 and i % 5 == 1:
                 # Guarantee overlaps: put the second object on the first one's rim.
                 cx, cy, r0 = objects[0][1], objects[0][2], objects[0][3]
@@ -140,11 +142,11 @@ def _make_split(
                 centre = (cx + 0.8 * r0 * math.cos(angle), cy + 0.8 * r0 * math.sin(angle))
             else:
                 centre = (rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size)
-            objects.append((cls, centre[0], centre[1], radius, _polygon(rng, cls, centre, radius, size)))
+            objects.append((cls, centre[0], centre[1], r, _polygon(rng, cls, centre, r, size)))
 
         for cls, _, _, _, points in sorted(objects, key=lambda o: o[0]):
             _paint(image, rng, cls, points)
-        image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
+        image += rng.normal(0.0, 6.0 * noise, image.shape).astype(np.float32)
         rgb = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         path = root / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +209,8 @@ def make_demo_dataset(
     size: int = 128,
     seed: int = 0,
     max_objects: int = 4,
+    radius: tuple[float, float] = (0.09, 0.2),
+    noise: float = 1.0,
 ) -> Path:
     """Write a deterministic synthetic data set in the competition's layout.
 
@@ -218,6 +222,8 @@ def make_demo_dataset(
         seed: each split draws from its own generator seeded with (seed, split).
         max_objects: a non-empty image has 1..max_objects objects (the competition
             averages 8 annotations per image; 18 gives about that).
+        radius: an object's radius is drawn from this range, as a fraction of the side.
+        noise: scales the background texture and the pixel noise (1.0 as generated first).
 
     Returns:
         ``root``.
@@ -229,7 +235,7 @@ def make_demo_dataset(
     for number, (name, n) in enumerate(counts.items()):
         rng = np.random.default_rng([seed, number])
         with_annotations = name != "test"
-        splits[name] = _make_split(rng, n, size, first_file, root, with_annotations, max_objects)
+        splits[name] = _make_split(rng, n, size, first_file, root, with_annotations, max_objects, radius, noise)
         first_file += n
     _write_json(root / "train.json", splits["train"])
     _write_json(root / "val.json", splits["val"])

@@ -178,3 +178,22 @@ class ResolvedJob:
             "provenance": {k: dataclasses.asdict(v) for k, v in self.provenance.items()},
             "conflicts": [dataclasses.asdict(c) | {"override": c.override_hint()} for c in self.conflicts],
         }
+
+
+def improves(metric: str, value: float, best: Optional[float]) -> bool:
+    """Whether an epoch's `metric` value beats the best so far: the rule that picks `best.pt`
+    (a higher val mIoU, or a lower val loss; NaN never)."""
+    if value != value:  # NaN
+        return False
+    if best is None:
+        return True
+    return value > best if metric == "val_miou" else value < best
+
+
+def checkpoint_epoch(metric: str, series: list[tuple[int, float]]) -> Optional[int]:
+    """The epoch whose weights `best.pt` holds, given the (epoch, value) series of `metric`."""
+    best, chosen = None, None
+    for epoch, value in sorted(series):
+        if improves(metric, value, best):
+            best, chosen = value, epoch
+    return chosen

@@ -5,7 +5,6 @@ run would have."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from reproduce.cutmix import cutmix_batch
 from reproduce.data import DataError, MaskCache, SegmentationDataset, validate_data_dir
-from reproduce.job import Job
+from reproduce.job import Job, improves
 from reproduce.losses import build_loss
 from reproduce.metrics import LBMIoU, ValMIoU, submission_row
 from reproduce.models import build_model
@@ -197,14 +196,6 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor
     return loss
 
 
-def _better(metric: str, value: float, best: Optional[float]) -> bool:
-    if math.isnan(value):
-        return False
-    if best is None:
-        return True
-    return value > best if metric == "val_miou" else value < best
-
-
 def train(
     job: Job,
     data_dir: Path,
@@ -304,7 +295,7 @@ def train(
         )
         history.append(result)
         watched = result.val_miou if job.checkpoint_metric == "val_miou" else result.val_loss
-        if _better(job.checkpoint_metric, watched, best):
+        if improves(job.checkpoint_metric, watched, best):
             best, best_epoch = watched, epoch
             _atomic_save({"model": model.state_dict(), "epoch": epoch, "job": json.dumps(job.to_dict())},
                          run_dir / BEST)

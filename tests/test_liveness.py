@@ -149,3 +149,10 @@ def test_a_trainer_killed_with_sigkill_is_stale_and_resume_takes_it_over(seeded_
     shown = json.loads(ledger("show", "killed", "--json").stdout)
     assert shown["status"] == "finished" and shown["stale_reason"] is None
     assert [p["step"] for p in shown["metrics"]["val_miou"]] == [1, 2, 3]
+    # Both attempts are recorded and the duration is their total, the killed one included.
+    attempts = shown["attempts"]
+    assert [(a["n"], a["outcome"], a["pid"]) for a in attempts] == [(1, "lost", proc.pid), (2, "finished", attempts[1]["pid"])]
+    assert attempts[0]["from_epoch"] == 1 and attempts[1]["from_epoch"] == 2
+    assert attempts[0]["duration_s"] > 0 and attempts[1]["duration_s"] > 0
+    assert shown["duration_s"] == pytest.approx(attempts[0]["duration_s"] + attempts[1]["duration_s"], abs=0.01)
+    assert "over 2 attempts" in ledger("show", "killed").stdout

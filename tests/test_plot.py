@@ -57,3 +57,35 @@ def test_point_labels_name_the_change(seeded_db):
     assert labels["DeepLabV3_cosinelr_tmax_10_backbone_ns_added_aug"].splitlines() == [
         "cutmix True→False", "flip 0→0.5", "wd 1e-06→0.0001"]
     assert labels["multiple_aug_with_multi_loss"].splitlines()[-1].startswith("(+")
+
+
+def test_curves_ring_the_kept_checkpoint_and_a_dwarfing_loss_goes_log(seeded_db, tmp_path):
+    from ledger.analysis.plots import plot_curves
+
+    engine = open_ledger(os.environ["LEDGER_DB"])
+    # Kept by the lowest val loss (the first code state's rule): epoch 2, not the best val mIoU's 3.
+    curves = {"val_miou": [0.1, 0.3, 0.35], "lb_val_miou": [0.2, 0.4, 0.45], "train_loss": [48.0, 1.1, 0.9],
+              "val_loss": [2.0, 0.8, 0.95]}
+    with transaction(engine) as session:
+        run = Run(name="diverged", position=99, kind="reproduction", links=[], args_status="none", status="finished",
+                  job={"job": {"checkpoint_metric": "val_loss"}})
+        session.add(run)
+        session.flush()
+        for name, values in curves.items():
+            for epoch, value in enumerate(values, start=1):
+                session.add(Metric(run_id=run.id, name=name, step=epoch, epoch=epoch, value=value))
+    with transaction(engine, write=False) as session:
+        drawn = plot_curves(session, ["diverged"], tmp_path / "c.png")
+    assert drawn["checkpoint_epochs"] == {"diverged": 2}
+    assert drawn["loss_scale"] == "log"
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG)
+
+    with transaction(engine) as session:
+        run = get_run(session, "diverged")
+        run.job = {"job": {"checkpoint_metric": "val_miou"}}
+        for metric in run.metrics:
+            if metric.name == "train_loss" and metric.step == 1:
+                metric.value = 1.5
+    with transaction(engine, write=False) as session:
+        drawn = plot_curves(session, ["diverged"], tmp_path / "c.png")
+    assert drawn["checkpoint_epochs"] == {"diverged": 3} and drawn["loss_scale"] == "linear"

@@ -58,6 +58,23 @@ def test_a_bad_option_appends_nothing(seeded_db, tmp_path, args, message):
     assert count_runs() == before
 
 
+def test_dry_run_checks_the_data_folder_as_a_run_would(seeded_db, tmp_path):
+    from reproduce.demo import make_demo_dataset
+
+    missing = ledger("reproduce", RUN, "--data", tmp_path / "nowhere", "--dry-run")
+    assert missing.exit_code == 1 and "data folder" in missing.stderr and "does not exist" in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_split = ledger("run", "--from", RUN, "--data", empty, "--dry-run")
+    assert no_split.exit_code == 1 and "train.json is missing" in no_split.stderr
+    data = make_demo_dataset(tmp_path / "tiny", n_train=2, n_val=1, n_test=1, size=64)
+    wrong_size = ledger("reproduce", RUN, "--data", data, "--dry-run")
+    assert wrong_size.exit_code == 1 and "expects 512x512 images" in wrong_size.stderr
+    assert "--set image_size=N" in wrong_size.stderr
+    assert ledger("reproduce", RUN, "--data", data, "--dry-run", "--set", "image_size=64").exit_code == 0
+    assert ledger("reproduce", RUN, "--dry-run").exit_code == 0, "without --data there is nothing to check"
+
+
 def test_an_unusable_runs_folder_appends_nothing(seeded_db, tmp_path):
     pytest.importorskip("torch")
     from reproduce.demo import make_demo_dataset

@@ -7,7 +7,7 @@ commands never load it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from sqlalchemy.orm import Session
 
@@ -90,7 +90,14 @@ def _short_name(name: str, width: int = 28) -> str:
 
 
 def plot_curves(session: Session, names: list[str], output: Path) -> dict[str, Any]:
-    """Per-epoch val mIoU and losses of runs that have metric series."""
+    """Per-epoch val mIoU and losses of runs that have metric series.
+
+    The epoch whose weights each run kept (`best.pt`, by its job's rule) is ringed on the
+    val mIoU panel; the loss panel is drawn on a log scale when one epoch's loss dwarfs the
+    rest (a diverging first epoch would otherwise flatten every other point).
+    """
+    from reproduce.job import checkpoint_epoch
+
     runs = [get_run(session, name) for name in names]
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for run in runs:
@@ -100,6 +107,13 @@ def plot_curves(session: Session, names: list[str], output: Path) -> dict[str, A
     if missing:
         raise LedgerError(f"no per-epoch metrics for {', '.join(missing)}: only reproductions and runs started "
                           "with `ledger run` have them")
+    checkpoints: dict[str, Optional[int]] = {}
+    for run in runs:
+        rule = ((run.job or {}).get("job") or {}).get("checkpoint_metric")
+        checkpoints[run.name] = checkpoint_epoch(rule, series[run.name].get(rule, [])) if rule else None
+    losses = [v for metrics in series.values() for key in LOSSES for _, v in metrics.get(key, [])]
+    log_losses = dwarfed(losses)
+
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     for name, metrics in series.items():
@@ -107,10 +121,18 @@ def plot_curves(session: Session, names: list[str], output: Path) -> dict[str, A
                                ("val_loss", right, "--s")):
             points = sorted(metrics.get(key, []))
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, markersize=4,
-                        label=f"{_short_name(name, 40)} {key}")
-    left.set_title("val mIoU (solid) and LB-style val mIoU (dashed)")
-    right.set_title("train loss (solid) and val loss (dashed)")
+                line, = ax.plot([p[0] for p in points], [p[1] for p in points], style, markersize=4,
+                                label=f"{_short_name(name, 40)} {key}")
+                kept = checkpoints[name]
+                if key == "val_miou" and kept is not None:
+                    value = dict(points).get(kept)
+                    if value is not None:
+                        ax.plot([kept], [value], "o", markersize=11, markerfacecolor="none",
+                                markeredgecolor=line.get_color(), markeredgewidth=1.6)
+    left.set_title("val mIoU (solid), LB-style (dashed); ringed: the checkpoint kept")
+    right.set_title("train loss (solid) and val loss (dashed)" + (", log scale" if log_losses else ""))
+    if log_losses:
+        right.set_yscale("log")
     from matplotlib.ticker import MaxNLocator
 
     for ax in (left, right):
@@ -119,7 +141,20 @@ def plot_curves(session: Session, names: list[str], output: Path) -> dict[str, A
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, output)
-    return {"output": str(output), "runs": list(series)}
+    return {"output": str(output), "runs": list(series), "checkpoint_epochs": checkpoints,
+            "loss_scale": "log" if log_losses else "linear"}
+
+
+LOSSES = ("train_loss", "val_loss")
+
+
+def dwarfed(values: list[float], factor: float = 10.0) -> bool:
+    """Whether the largest of these positive values is more than `factor` times their median."""
+    positive = sorted(v for v in values if v > 0)
+    if len(positive) < 3:
+        return False
+    median = positive[len(positive) // 2]
+    return positive[-1] > factor * median
 
 
 def _pyplot() -> Any:

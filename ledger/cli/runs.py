@@ -82,7 +82,7 @@ def reproduce_cmd(
         _print_summaries([runs.resume(engine, run, wandb_mode=wandb_mode, keep_last=keep_last, **_terminal())],
                          as_json)
         return
-    original, resolved = runs.plan(engine, request)
+    original, resolved = runs.plan(engine, request, check_data=dry_run)
     if dry_run:
         _print_job(original, resolved, as_json)
         return
@@ -123,7 +123,7 @@ def run_cmd(
     request = runs.Request(run=from_, data=data, overrides=parse_sets(set_), weights=weights,
                            no_pretrained=no_pretrained, device=device, fast=fast, name=name, wandb_mode=wandb_mode,
                            runs_dir=runs_dir, fork=True, keep_last=keep_last)
-    original, resolved = runs.plan(engine, request)
+    original, resolved = runs.plan(engine, request, check_data=dry_run)
     if dry_run:
         _print_job(original, resolved, as_json)
         return

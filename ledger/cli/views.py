@@ -81,6 +81,19 @@ def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
+def attempts_table(attempts: list[dict[str, Any]]) -> Table:
+    table = Table(title="Attempts", title_justify="left", show_edge=False, header_style="bold")
+    for column in ("#", "started (UTC)", "host", "pid", "from epoch", "seconds", "outcome"):
+        table.add_column(column, justify="right" if column in ("#", "pid", "from epoch", "seconds") else "left")
+    for a in attempts:
+        started = (a.get("started_at") or "")[:19].replace("T", " ")
+        seconds = a.get("duration_s")
+        table.add_row(str(a.get("n", "")), started or "-", Text(str(a.get("host") or "-")), str(a.get("pid") or "-"),
+                      str(a.get("from_epoch") or "-"), f"{seconds:.1f}" if seconds is not None else "-",
+                      str(a.get("outcome") or "-"))
+    return table
+
+
 def run_view(details: dict[str, Any]) -> Group:
     parts: list[Any] = []
     head = Text(details["name"], style="bold")
@@ -105,7 +118,8 @@ def run_view(details: dict[str, Any]) -> Group:
         elif key in ("lb_miou", "val_miou", "lb_val_miou"):
             value = f"{value:.4f}"
         elif key == "duration_s":
-            value = f"{value:.1f}"
+            attempts = details.get("attempts") or []
+            value = f"{value:.1f}" + (f" over {len(attempts)} attempts" if len(attempts) > 1 else "")
         facts.add_row(label, Text(str(value)))
     for label, value in _job_facts(details):
         facts.add_row(label, Text(value))
@@ -118,6 +132,9 @@ def run_view(details: dict[str, Any]) -> Group:
     for header, value in (details.get("extra_columns") or {}).items():
         facts.add_row(Text(header), Text(value))
     parts.append(facts)
+
+    if len(details.get("attempts") or []) > 1:
+        parts.append(attempts_table(details["attempts"]))
 
     args = details.get("arguments")
     if args:

@@ -82,6 +82,7 @@ def reap_stale(session: Any) -> list[str]:
     """Mark every stale running row `interrupted`, with the reason as its error; their names."""
     from sqlalchemy import select
 
+    from ledger.store.attempts import close_lost
     from ledger.store.models import Run
 
     reaped = []
@@ -89,6 +90,7 @@ def reap_stale(session: Any) -> list[str]:
         reason = stale_reason(run)
         if reason is not None:
             run.status = "interrupted"
+            close_lost(run)
             run.error = f"stale: {reason}; marked interrupted, continue with `ledger reproduce {run.name} --resume`"
             reaped.append(run.name)
     session.flush()

@@ -73,6 +73,8 @@ class Run(Base):
     host: Mapped[Optional[str]] = mapped_column(String(255))
     pid: Mapped[Optional[int]] = mapped_column(Integer)
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    # One entry per start of the job (see `ledger.store.attempts`); migration 0004.
+    attempts: Mapped[Optional[list[Any]]] = mapped_column(JSON)
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)

@@ -80,6 +80,7 @@ def run_details(run: Any) -> dict[str, Any]:
         environment=run.environment,
         data_fingerprint=run.data_fingerprint,
         duration_s=run.duration_s,
+        attempts=list(run.attempts or []),
         checkpoint_path=run.checkpoint_path,
         error=run.error,
         host=run.host,
