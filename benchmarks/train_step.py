@@ -36,7 +36,8 @@ from reproduce.demo import make_demo_dataset
 from reproduce.job import Job
 from reproduce.losses import build_loss
 from reproduce.optim import build_optimizer
-from reproduce.resolve import DEMO_PROFILE, resolve
+from reproduce.profiles import DEMO
+from reproduce.resolve import resolve
 from reproduce.train import (
     Hooks, build_seeded_model, make_train_loader, configure_precision, make_datasets, select_device, train,
 )
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = dict(image_size=opts.size, batch_size=opts.batch, val_batch_size=opts.batch, num_epochs=1,
                      device=opts.device)
-    job = resolve(seed_row(opts.run, opts.log), overrides, profile=DEMO_PROFILE, profile_name="demo").job
+    job = resolve(seed_row(opts.run, opts.log), overrides, profile=DEMO.job, profile_name=DEMO.label).job
     device = select_device(job)
     if opts.threads:
         torch.set_num_threads(opts.threads)

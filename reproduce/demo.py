@@ -252,15 +252,20 @@ def demo_data_dir(
     n_test: int = 8,
     size: int = 128,
     seed: int = 0,
+    max_objects: int = 4,
+    radius: tuple[float, float] = (0.09, 0.2),
+    noise: float = 1.0,
 ) -> Path:
     """The demo data set for these parameters, generated on first use and then reused.
 
     Args:
         cache_root: the cache folder (the ledger passes ``$LEDGER_CACHE``, see ``ledger.core.config``).
-        n_train, n_val, n_test, size, seed: as for ``make_demo_dataset``.
+        n_train, n_val, n_test, size, seed, max_objects, radius, noise: as for ``make_demo_dataset``.
     """
     base = Path(cache_root)
     key = f"v{DEMO_VERSION}-train{n_train}-val{n_val}-test{n_test}-size{size}-seed{seed}"
+    if (max_objects, tuple(radius), noise) != (4, (0.09, 0.2), 1.0):
+        key += f"-objects{max_objects}-radius{radius[0]:g}-{radius[1]:g}-noise{noise:g}"
     target = base / "demo" / key
     if target.is_dir():
         return target
@@ -268,7 +273,8 @@ def demo_data_dir(
     # Built aside and renamed in one step: a half-written folder never has the final name.
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        make_demo_dataset(tmp, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
+        make_demo_dataset(tmp, n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed,
+                          max_objects=max_objects, radius=tuple(radius), noise=noise)
         os.rename(tmp, target)
     except OSError:
         if not target.is_dir():

@@ -44,12 +44,6 @@ _SAME = {
 }
 KNOWN_ARGUMENTS = tuple(sorted(_SAME | set(_RENAMED) | {"criterion"}))
 
-# What `--data demo` changes so that a job runs in minutes on two CPU cores.
-DEMO_PROFILE: dict[str, Any] = dict(
-    image_size=128, num_epochs=3, batch_size=4, val_batch_size=4, num_workers=0, pretrained=False,
-)
-
-
 class ResolveError(ValueError):
     """A row that cannot be turned into a job; the message says which key and why."""
 

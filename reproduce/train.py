@@ -50,6 +50,9 @@ class TrainResult:
     best_lb_val_miou: float
     checkpoint: Path
     submission: Optional[Path]
+    # The val mIoU of predicting background everywhere: a score at this level has learned no object.
+    background_val_miou: Optional[float] = None
+    background_lb_val_miou: Optional[float] = None
 
 
 class Hooks:
@@ -245,6 +248,7 @@ def train(
     best_epoch = 0
     start_epoch = 1
     step = 0
+    background_miou = background_lb_miou = None
     last_path = run_dir / LAST
     if resume:
         if not last_path.exists():
@@ -285,6 +289,7 @@ def train(
             hooks.on_batch(loss.item(), images.shape[0])
         lr = optimizer.param_groups[0]["lr"]
         val = evaluate(model, val_loader, val_loss_fn, device, channels_last=channels_last, amp=amp)
+        background_miou, background_lb_miou = val["background_miou"], val["background_lb_miou"]
         if scheduler is not None and job.scheduler_step == "epoch":
             scheduler.step()
         seconds = time.perf_counter() - started
@@ -326,6 +331,7 @@ def train(
     return TrainResult(
         epochs=history, best_epoch=best_result.epoch, best_val_miou=best_result.val_miou,
         best_lb_val_miou=best_result.lb_val_miou, checkpoint=run_dir / BEST, submission=submission,
+        background_val_miou=background_miou, background_lb_val_miou=background_lb_miou,
     )
 
 
@@ -334,7 +340,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, loss_fn: Any, device: t
              channels_last: bool = False, amp: bool = False) -> dict[str, Any]:
     """Validation loss (criterion1), the logged val mIoU and the leaderboard-style mIoU."""
     model.eval()
-    val_metric, lb_metric = ValMIoU(), LBMIoU()
+    val_metric, lb_metric, background, lb_background = ValMIoU(), LBMIoU(), ValMIoU(), LBMIoU()
     total, batches = 0.0, 0
     for images, masks, _info in loader:
         images = images.to(device)
@@ -349,9 +355,12 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, loss_fn: Any, device: t
         true = masks.cpu().numpy()
         val_metric.update(pred, true)
         lb_metric.update(pred, true)
+        background.update(np.zeros_like(true), true)
+        lb_background.update(np.zeros_like(true), true)
     computed = val_metric.compute()
     return {"loss": total / max(batches, 1), "miou": computed["miou"], "per_class": computed["per_class"],
-            "lb_miou": lb_metric.compute()}
+            "lb_miou": lb_metric.compute(), "background_miou": background.compute()["miou"],
+            "background_lb_miou": lb_background.compute()}
 
 
 @torch.no_grad()

@@ -10,7 +10,8 @@ from conftest import SEED
 from ledger.core.args import parse_arguments
 from reproduce.job import JOB_FIELDS, Job
 from ledger.store.jobrecord import rows_from_log
-from reproduce.resolve import DEMO_PROFILE, ResolveError, RowInput, resolve
+from reproduce.profiles import DEMO, TINY, demo_profile
+from reproduce.resolve import ResolveError, RowInput, resolve
 
 
 ROWS = rows_from_log(SEED.read_text(encoding="utf-8"))
@@ -135,11 +136,21 @@ def test_the_other_side_of_a_conflict_is_a_shell_safe_option():
 
 
 def test_demo_profile_is_recorded_as_overrides():
-    resolved = resolve(ROWS["DeepLabV3_cosinelr_tmax_10_backbone_ns"], profile=DEMO_PROFILE, profile_name="--data demo")
-    for field, value in DEMO_PROFILE.items():
+    resolved = resolve(ROWS["DeepLabV3_cosinelr_tmax_10_backbone_ns"], profile=DEMO.job, profile_name=DEMO.label)
+    for field, value in DEMO.job.items():
         assert getattr(resolved.job, field) == value
         assert resolved.provenance[field].source == "override"
+        assert resolved.provenance[field].detail == "--data demo profile"
     assert resolved.job.backbone == "tf_efficientnet_b7_ns"  # the real architecture
+
+
+def test_demo_profiles_are_named_by_the_data_option():
+    assert demo_profile("demo") is DEMO and demo_profile("demo:tiny") is TINY
+    assert demo_profile("/data/trash") is None and demo_profile(None) is None
+    assert demo_profile("demonstration") is None, "only demo and demo:NAME name a profile"
+    with pytest.raises(ValueError, match="no such demo profile; known: demo, demo:tiny"):
+        demo_profile("demo:huge")
+    assert TINY.label == "--data demo:tiny profile"
 
 
 def test_hash_is_stable_and_tracks_what_the_job_computes():
