@@ -45,9 +45,10 @@ from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, sta
 from ledger.store.models import Metric, Run
 from ledger.store.sql_reader import get_run
 from reproduce.job import Job, ResolvedJob
-from reproduce.resolve import DEMO_PROFILE, ResolveError, resolve, resolve_stored
+from reproduce.profiles import DemoProfile, demo_profile
+from reproduce.resolve import ResolveError, resolve, resolve_stored
+from reproduce.tracking import choose_mode, destination
 
-DEMO = "demo"
 METRIC_NAMES = ("train_loss", "val_loss", "val_miou", "lb_val_miou", "lr")
 
 # A progress display for one run: called with the number of epochs, it gives a context
@@ -70,6 +71,8 @@ class Request:
     fast: bool = False
     name: Optional[str] = None
     wandb_mode: str = "auto"
+    wandb_project: Optional[str] = None  # default: $WANDB_PROJECT, else `ledger`
+    wandb_entity: Optional[str] = None  # default: $WANDB_ENTITY, else the user's own
     runs_dir: Optional[Path] = None
     seed: Optional[int] = None
     fork: bool = False  # `ledger run --from`: a new experiment, not a reproduction
@@ -107,25 +110,55 @@ def resolve_request(session: Session, request: Request) -> tuple[Run, ResolvedJo
         overrides["fast"] = True
     if request.seed is not None:
         overrides["seed"] = request.seed
-    from reproduce.tracking import choose_mode
 
     try:
         choose_mode(request.wandb_mode)
     except ValueError as exc:
         raise LedgerError(f"--wandb: {exc}") from None
-    profile = DEMO_PROFILE if request.data == DEMO else None
+    profile = profile_of(request.data)
+    job_profile, label = (profile.job, profile.label) if profile else (None, "")
     record = JobRecord.of(original)
     try:
         if record is not None:
-            resolved = resolve_stored(record.job, record.provenance, record.conflicts, overrides, profile=profile,
-                                      profile_name="--data demo profile")
+            resolved = resolve_stored(record.job, record.provenance, record.conflicts, overrides, profile=job_profile,
+                                      profile_name=label)
         else:
-            resolved = resolve(row_input(original), overrides, profile=profile, profile_name="--data demo profile")
+            refuse_other_families(original)
+            resolved = resolve(row_input(original), overrides, profile=job_profile, profile_name=label)
+            check_model_column(original, resolved)
     except ResolveError as exc:
         raise LedgerError(str(exc)) from None
     except KeyError as exc:  # Job.from_dict on a stored job with a key this version does not know
         raise LedgerError(str(exc.args[0]) if exc.args else "a stored job has an unknown key") from None
     return original, resolved
+
+
+def _way_out(name: str) -> str:
+    return (f"if it was trained by a script of your own, give the row its command: `ledger attach {name} --command "
+            "\"python train.py {args}\" --commit SHA --repo PATH`, then `ledger reproduce` runs that")
+
+
+def refuse_other_families(original: Run) -> None:
+    """A row the built-in rebuild (the seed log's code family) cannot stand for is refused,
+    with the way out: a row whose arguments are not recorded in that code's form would get
+    every field from that code's defaults, which is a different job, not a reproduction."""
+    if (original.args_status == "ok" and original.args) or original.kind == "ensemble":
+        return  # an ensemble has no job at all; resolution says so
+    what = "has no recorded arguments" if original.args_status == "none" else \
+        "records its arguments in a form the seed's code did not write (" + (original.args_error or "unparsed") + ")"
+    raise LedgerError(f"{original.name} {what}: the built-in rebuild of the seed's code family would fill every "
+                      f"field with that code's defaults, which is not this run; {_way_out(original.name)}")
+
+
+def check_model_column(original: Run, resolved: ResolvedJob) -> None:
+    """The row's Model column names the model the job builds (unless `--set model=` says otherwise)."""
+    column = (original.model or "").strip()
+    if not column or resolved.provenance["model"].source == "override":
+        return
+    if column.lower() != str(resolved.job.model).lower():
+        raise LedgerError(f"{original.name}'s Model column says {column!r} but its arguments name no such model: the "
+                          f"built-in rebuild would train {resolved.job.model!r}, which is not this run; "
+                          f"{_way_out(original.name)}")
 
 
 def plan(engine: Engine, request: Request, *, check_data: bool = False) -> tuple[str, ResolvedJob]:
@@ -137,7 +170,7 @@ def plan(engine: Engine, request: Request, *, check_data: bool = False) -> tuple
     with transaction(engine, write=False) as session:
         original, resolved = resolve_request(session, request)
         name = original.name
-    if check_data and request.data and request.data != DEMO:
+    if check_data and request.data and profile_of(request.data) is None:
         check_data_dir(data_dir_for(request.data, resolved.job), resolved.job)
     return name, resolved
 
@@ -181,13 +214,23 @@ def parse_seeds(seeds: Optional[str], repeats: int) -> list[int]:
 # --------------------------------------------------------------------- starting
 
 
+def profile_of(request_data: Optional[str]) -> Optional[DemoProfile]:
+    """The demo profile `--data` names (`demo`, `demo:tiny`); None for a data folder."""
+    try:
+        return demo_profile(request_data)
+    except ValueError as exc:
+        raise LedgerError(str(exc)) from None
+
+
 def data_dir_for(request_data: Optional[str], job: Job) -> Path:
+    """The folder `--data` names; a demo profile's synthetic set (at the job's image size) is made on first use."""
     if not request_data:
         raise LedgerError("say which data to train on: --data demo (bundled synthetic set) or --data PATH")
-    if request_data == DEMO:
+    profile = profile_of(request_data)
+    if profile is not None:
         from reproduce.demo import demo_data_dir
 
-        return demo_data_dir(config.cache_dir(), size=job.image_size)
+        return demo_data_dir(config.cache_dir(), size=job.image_size, **profile.data)
     return Path(request_data).expanduser().resolve()
 
 
@@ -199,8 +242,24 @@ def unique_name(session: Session, base: str, suffix: str = "_repro") -> str:
     return f"{base}{suffix}{n}"
 
 
+def own_identity(resolved: ResolvedJob, name: str) -> ResolvedJob:
+    """A fork's job under its own name: the W&B name is the new row's, the group its model
+    (unless `--set` chose them), never the parent's."""
+    from reproduce.job import Provenance
+
+    changes, provenance = {}, dict(resolved.provenance)
+    if provenance["wandb_name"].source != "override":
+        changes["wandb_name"] = name
+        provenance["wandb_name"] = Provenance("override", "the new run's own name")
+    if provenance["wandb_group"].source != "override":
+        changes["wandb_group"] = str(resolved.job.model)
+        provenance["wandb_group"] = Provenance("override", "the new run's model")
+    return dataclasses.replace(resolved, job=resolved.job.replace(**changes), provenance=provenance)
+
+
 def append_run(session: Session, original: Run, resolved: ResolvedJob, *, name: Optional[str], data: str,
-               data_dir: Path, fingerprint: dict[str, Any], run_dir_root: Path, fork: bool = False) -> Run:
+               data_dir: Path, fingerprint: dict[str, Any], run_dir_root: Path, fork: bool = False,
+               wandb_project: Optional[str] = None, wandb_entity: Optional[str] = None) -> Run:
     """The new row, queued, with the job and its hash.
 
     A reproduction is linked to the original as its child; a fork (`ledger run --from`)
@@ -211,20 +270,31 @@ def append_run(session: Session, original: Run, resolved: ResolvedJob, *, name: 
     if session.scalar(select(Run.id).where(Run.name == name)) is not None:
         raise LedgerError(f"a run named {name!r} already exists; pick another --name")
     overrides = {f: resolved.job.to_dict()[f] for f, p in resolved.provenance.items() if p.source == "override"}
+    if fork:
+        resolved = own_identity(resolved, name)
     args = dict(original.args or {})
     args.update({k: v for k, v in overrides.items() if k not in ("weights_sha256",)})
+    if fork and "run_name" in args:
+        args["run_name"] = name
     run_dir = (run_dir_root / name).resolve()
+    profile = profile_of(data)
+    generator = {k: list(v) if isinstance(v, tuple) else v for k, v in profile.data.items()} if profile else None
+    if generator is not None:
+        generator["size"] = resolved.job.image_size
+    project, entity = destination(wandb_project, wandb_entity)
     record = JobRecord.start(resolved, data_spec=data, data_dir=data_dir, run_dir=run_dir,
-                             forked_from=original.name if fork else None)
+                             forked_from=original.name if fork else None, generator=generator,
+                             wandb_project=project, wandb_entity=entity)
     position = (session.scalar(select(Run.position).order_by(Run.position.desc()).limit(1)) or 0) + 1
-    label = "the demo data" if data == DEMO else str(data_dir)
+    label = f"the {profile.spec} data" if profile else str(data_dir)
     if fork:
         changes = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "no changes"
         notes = f"forked from {original.name} with {changes}, on {label} (job {resolved.job.hash()[:12]})"
     else:
         notes = f"reproduction of {original.name} on {label} (job {resolved.job.hash()[:12]})"
     run = Run(
-        name=name, position=position, date=dt.date.today().isoformat(), model=original.model,
+        name=name, position=position, date=dt.date.today().isoformat(),
+        model=str(resolved.job.model) if fork else original.model,
         args=args, args_raw=render_arguments(args), args_status="ok", links=[], notes=notes,
         kind="logged" if fork else "reproduction", parent_id=None if fork else original.id, status="queued",
         job=record.to_json(), job_hash=resolved.job.hash(), data_fingerprint=fingerprint,
@@ -263,14 +333,15 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
     model = _prepare_model(job)
     check_disk(runs_root, model)
 
-    def append(session: Session) -> tuple[int, Path, str]:
+    def append(session: Session) -> tuple[int, Path, str, Job]:
         reap_stale(session)
         original = get_run(session, request.run)
         row = append_run(session, original, resolved, name=request.name, data=request.data, data_dir=data_dir,
-                         fingerprint=fingerprint, run_dir_root=runs_root, fork=request.fork)
-        return row.id, Path(JobRecord.of(row).run_dir), row.name
+                         fingerprint=fingerprint, run_dir_root=runs_root, fork=request.fork,
+                         wandb_project=request.wandb_project, wandb_entity=request.wandb_entity)
+        return row.id, Path(JobRecord.of(row).run_dir), row.name, Job.from_dict(JobRecord.of(row).job)
 
-    run_id, run_dir, new_name = write_retrying(engine, append)
+    run_id, run_dir, new_name, job = write_retrying(engine, append)
     verb = "starting a run from" if request.fork else "reproducing"
     if say is not None:
         say(f"{verb} {request.run} as {new_name} (job {job.hash()[:12]}) in {run_dir}")
@@ -522,7 +593,8 @@ def _train_row(engine: Engine, run_id: int, job: Job, data_dir: Path, run_dir: P
                 begin_attempt(run, host=run.host, pid=run.pid, from_epoch=done + 1)
             with Heartbeat(engine, run_id):
                 tracker = Tracker(job=job, config=record.to_json(), run_dir=run_dir, mode=wandb_mode,
-                                  resume_id=record.wandb_id if resume else None)
+                                  resume_id=record.wandb_id if resume else None, project=record.wandb_project,
+                                  entity=record.wandb_entity)
                 if tracker.link:
                     record = record.replace(wandb_id=tracker.run_id)
                     set_status(engine, run_id, "running", links=[tracker.link], job=record.to_json())
@@ -568,6 +640,8 @@ def training_summary(result: Any, job: Job) -> dict[str, Any]:
         "checkpoint_epoch": result.best_epoch, "checkpoint_rule": CHECKPOINT_RULES[job.checkpoint_metric],
         "checkpoint_val_miou": result.best_val_miou, "checkpoint_lb_val_miou": result.best_lb_val_miou,
         "checkpoint": str(result.checkpoint), "submission": str(result.submission) if result.submission else None,
+        "background_val_miou": getattr(result, "background_val_miou", None),
+        "background_lb_val_miou": getattr(result, "background_lb_val_miou", None),
         "epochs": [e.__dict__ for e in result.epochs],
     }
 

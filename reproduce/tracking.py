@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 MODES = ("auto", "online", "offline", "disabled")
+# Where new runs go when neither --wandb-project nor $WANDB_PROJECT says: never the
+# original author's project (a reproduction of a seed row keeps that in its job, for reference).
+DEFAULT_PROJECT = "ledger"
+
+
+def destination(project: Optional[str] = None, entity: Optional[str] = None) -> tuple[str, Optional[str]]:
+    """The W&B project and entity a new run logs to: the options, else $WANDB_PROJECT /
+    $WANDB_ENTITY, else project `ledger` under the user's own default entity."""
+    project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+    entity = entity or os.environ.get("WANDB_ENTITY") or None
+    return project, entity
 
 
 def has_credentials() -> bool:
@@ -37,7 +48,8 @@ def choose_mode(requested: str) -> str:
 class Tracker:
     """Logs steps to W&B; `link` is the run's URL online, or its folder offline."""
 
-    def __init__(self, *, job: Any, config: dict[str, Any], run_dir: Path, mode: str, resume_id: Optional[str] = None):
+    def __init__(self, *, job: Any, config: dict[str, Any], run_dir: Path, mode: str, resume_id: Optional[str] = None,
+                 project: Optional[str] = None, entity: Optional[str] = None):
         self.mode = choose_mode(mode)
         self.run = None
         self.link: Optional[str] = None
@@ -49,7 +61,7 @@ class Tracker:
         # when the run folder is outside a checkout.
         settings = wandb.Settings(silent=True, console="off", init_timeout=60, x_disable_stats=True, disable_git=True)
         self.run = wandb.init(
-            project=job.wandb_project, entity=job.wandb_entity if self.mode == "online" else None,
+            project=project or DEFAULT_PROJECT, entity=entity if self.mode == "online" else None,
             group=job.wandb_group, name=job.wandb_name, config=config, dir=str(run_dir), mode=self.mode,
             id=resume_id, resume="allow" if resume_id else None, settings=settings, reinit="finish_previous",
         )

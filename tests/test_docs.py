@@ -15,7 +15,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_commands_are_the_ones_we_document():
-    assert COMMANDS == sorted(["check", "compare", "export", "history", "import", "list", "plot", "rename",
+    assert COMMANDS == sorted(["attach", "check", "compare", "export", "history", "import", "list", "plot", "rename",
                                "reproduce", "rm", "run", "set", "show", "tag", "untag"])
 
 

@@ -263,3 +263,14 @@ def test_cells_survive_render_and_parse(rows, aligned):
     assert render_document(doc) == text
     if aligned:
         assert doc.table.aligned
+
+
+def test_only_a_url_is_exported_as_a_wandb_link():
+    from types import SimpleNamespace
+
+    from ledger.core.cells import render_cell
+
+    online = SimpleNamespace(links=["https://wandb.ai/team/seg/runs/abc"])
+    offline = SimpleNamespace(links=["/home/me/reproductions/x/wandb/offline-run-20261201_101010-abc"])
+    assert render_cell("links", online) == "[WanDB_link](https://wandb.ai/team/seg/runs/abc)"
+    assert render_cell("links", offline) == "W&B offline run", "a local folder is not written into the team's log"

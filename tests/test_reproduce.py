@@ -49,6 +49,8 @@ def test_reproduce_appends_a_finished_row(seeded_db, tiny_data):
     assert summary["checkpoint_rule"] in ("lowest val loss", "highest val mIoU")
     kept = next(e for e in summary["epochs"] if e["epoch"] == summary["checkpoint_epoch"])
     assert summary["checkpoint_val_miou"] == kept["val_miou"]
+    # Background-only: background's IoU (under 1) shared among the classes the set holds (several).
+    assert 0.02 < summary["background_val_miou"] < 0.5 and 0.0 < summary["background_lb_val_miou"] < 1.0
 
     runs = json.loads(ledger("list", "--json").stdout)
     assert runs[-1]["name"] == name and runs[-1]["parent"] == RUN and runs[-1]["status"] == "finished"
@@ -123,6 +125,8 @@ def test_interrupted_run_resumes_to_the_same_metrics(seeded_db, tiny_data, monke
         run_dir = Path(details(name)["checkpoint_path"]).parent
         assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").exists() == kept
     assert "run folder" in reference.stderr and "MiB" in reference.stderr
+    # The score of the trivial all-background prediction is printed beside the run's own.
+    assert "predicting background everywhere scores val mIoU" in reference.stderr
 
     original_on_epoch = ProgressDisplay.on_epoch
 
@@ -213,6 +217,20 @@ def test_run_from_a_row_appends_a_new_logged_run(seeded_db, tiny_data):
     assert d["job"]["forked_from"] == "multiple_aug_with_multi_loss"
     assert d["job"]["job"]["lr"] == 0.0002 and d["job"]["job"]["focal_gamma"] == 0.75
     assert d["arguments"]["lr"] == 0.0002 and "forked from multiple_aug_with_multi_loss" in d["notes"]
+    # Its identity is its own, never the parent's: name, W&B name and group, model, W&B project.
+    assert d["arguments"]["run_name"] == "lr_2e-4" and d["job"]["job"]["wandb_name"] == "lr_2e-4"
+    assert d["job"]["job"]["wandb_group"] == "DeepLabV3" and d["model"] == "DeepLabV3"
+    assert d["job"]["wandb_project"] == "ledger" and d["job"].get("wandb_entity") is None
+    unet = ledger("run", "--from", "DeepLabV3_cosinelr", "--data", tiny_data, *ONE_EPOCH, "--set", "model=Unet",
+                  "--set", "backbone=resnet18", "--name", "unet_demo", "--wandb-project", "seg-team")
+    assert unet.exit_code == 0, unet.output
+    u = details("unet_demo")
+    assert u["model"] == "Unet" and u["arguments"]["run_name"] == "unet_demo"
+    assert (u["job"]["job"]["wandb_name"], u["job"]["job"]["wandb_group"]) == ("unet_demo", "Unet")
+    assert u["job"]["wandb_project"] == "seg-team"
+    assert [r["name"] for r in json.loads(ledger("list", "--where", "model=Unet", "--json").stdout)] == ["unet_demo"]
+    shared = [f for f in json.loads(ledger("check", "--json").stdout)["findings"] if "unet_demo" in str(f)]
+    assert not [f for f in shared if "W&B" in f.get("message", "") or "wandb" in f.get("code", "")], shared
     again = ledger("run", "--from", "lr_2e-4", "--dry-run", "--json", "--set", "lr=0.0003")
     job = json.loads(again.stdout)
     assert job["job"]["lr"] == 0.0003 and job["job"]["image_size"] == 64, "a fork keeps its stored job"
@@ -235,13 +253,14 @@ def test_the_demo_data_is_learnable_by_the_training_pipeline(cache_dir, tmp_path
     """A short CPU run of the pipeline (a small U-Net from scratch) clearly beats the
     constant all-background predictor on the demo data."""
     from reproduce.demo import demo_data_dir
-    from reproduce.resolve import DEMO_PROFILE, resolve
+    from reproduce.profiles import DEMO
+    from reproduce.resolve import resolve
     from reproduce.train import build_seeded_model, train
     from test_resolve import ROWS
 
     overrides = {"model": "Unet", "backbone": "resnet18", "optimizer": "Adam", "lr": 0.003, "scheduler": None,
                  "num_epochs": 8, "batch_size": 8, "image_size": 64}
-    job = resolve(ROWS["DeepLabV3_cosinelr"], overrides, profile=DEMO_PROFILE).job
+    job = resolve(ROWS["DeepLabV3_cosinelr"], overrides, profile=DEMO.job).job
     data = demo_data_dir(cache_dir, size=64)
     model = build_seeded_model(job)
     result = train(job, data, tmp_path / "run", cache_dir=cache_dir, model_factory=lambda _job: model)
@@ -288,3 +307,23 @@ def test_a_notebook_runs_the_same_job_through_the_library(seeded_db, tiny_data):
     d = details("from_a_notebook")
     assert d["status"] == "finished" and d["parent"] == RUN and d["job_hash"] == resolved.job.hash()
     assert d["val_miou"] == summary["val_miou"]
+
+
+def test_the_same_demo_command_twice_gives_identical_metrics(seeded_db):
+    """Two processes, one command, the tiny demo profile: every epoch's metrics equal bit
+    for bit (a CPU, this torch build, the threads it picks), and the second run says so."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "ledger", "reproduce", RUN, "--data", "demo:tiny", "--wandb", "disabled"]
+    first, second = (subprocess.run(command, capture_output=True, text=True, timeout=600) for _ in range(2))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert second.returncode == 0, second.stderr[-2000:]
+    one, two = details(f"{RUN}_repro1"), details(f"{RUN}_repro2")
+    assert series(one) == series(two) and len(series(one)["val_miou"]) == 2
+    assert f"agrees with {RUN}_repro1 (the same job): identical metrics, every epoch" in second.stderr
+    # The profile is one named object: its job fields are overrides naming it, its data recorded.
+    provenance = one["job"]["provenance"]
+    assert provenance["image_size"] == {"source": "override", "detail": "--data demo:tiny profile"}
+    assert one["job"]["data"]["spec"] == "demo:tiny"
+    assert one["job"]["data"]["generator"] == {"n_train": 8, "n_val": 4, "n_test": 2, "size": 64}

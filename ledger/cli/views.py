@@ -65,8 +65,33 @@ def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
                                       f"over {conflict['alternative']!r} ({conflict['alternative_source']})"))
         if record.forked_from:
             facts.append(("Forked from", str(record.forked_from)))
+    command = details.get("command") or {}
+    if command.get("argv"):
+        import shlex
+
+        facts.append(("Command", shlex.join(command["argv"]) + f"  (in {command.get('cwd') or '.'})"))
+        git = command.get("git") or {}
+        if git:
+            change = ""
+            if git.get("dirty"):
+                files = len(git.get("untracked") or {})
+                change = f" + uncommitted change ({len(git.get('diff') or '')} bytes of diff, {files} untracked files)"
+            facts.append(("Commit", f"{git.get('commit', '')[:12]}{change} of {git.get('root')}"
+                                    + (f", branch {git['branch']}" if git.get("branch") else "")
+                                    + (f", remote {git['remote']}" if git.get("remote") else "")))
+        else:
+            facts.append(("Commit", "none: not recorded in a git repository, so it cannot be rebuilt"))
+        if command.get("exit_code") is not None:
+            facts.append(("Exit code", str(command["exit_code"])))
+        if command.get("overrides"):
+            facts.append(("Overrides", ", ".join(f"{k}={v}" for k, v in command["overrides"].items())))
     env = details.get("environment") or {}
-    if env:
+    if env and "distributions" in env:
+        gpus = ", ".join(env.get("gpu") or []) or "no GPU"
+        facts.append(("Environment", f"Python {env.get('python')}, {env.get('platform')}, {gpus}, "
+                                     f"{len(env.get('distributions') or {})} packages"
+                                     + "".join(f", {k}={v}" for k, v in (env.get("env") or {}).items())))
+    elif env:
         git = env.get("git") or {}
         commit = (git.get("commit") or "unknown")[:12] + (" (dirty tree)" if git.get("dirty") else "")
         device = env.get("device") or "?"

@@ -181,6 +181,10 @@ def cell_agrees(role: str, cell: str, run: Any) -> bool:
     return True
 
 
+def _is_url(text: str) -> bool:
+    return str(text).startswith(("https://", "http://"))
+
+
 def render_cell(role: Optional[str], run: Any, *, link_label: str = DEFAULT_LINK_LABEL) -> str:
     """A cell for a row that has no source text (or whose field has changed since)."""
     if role is None:
@@ -196,8 +200,10 @@ def render_cell(role: Optional[str], run: Any, *, link_label: str = DEFAULT_LINK
             return run.args_raw
         return render_arguments(run.args) if run.args else NONE_CELL
     if role == "links":
+        # Only a URL is written as a link: an offline W&B run's local folder means nothing in a team's log.
         links = list(run.links or [])
-        return "<br>".join(f"[{link_label}]({url})" for url in links) if links else NONE_CELL
+        cells = [f"[{link_label}]({url})" if _is_url(url) else "W&B offline run" for url in links]
+        return "<br>".join(cells) if cells else NONE_CELL
     if role == "notes":
         return escape_cell(run.notes) if run.notes else NONE_CELL
     if role == "lb":

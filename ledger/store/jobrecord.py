@@ -35,19 +35,27 @@ class JobRecord:
     hash: str
     provenance: dict[str, dict[str, Any]]
     conflicts: tuple[dict[str, Any], ...] = ()
-    data: Optional[dict[str, str]] = None  # {"spec": "demo" or the --data given, "dir": the folder used}
+    # {"spec": "demo", "demo:tiny" or the --data given, "dir": the folder used, and for a demo
+    # profile "generator": the synthetic set's parameters}
+    data: Optional[dict[str, Any]] = None
     run_dir: Optional[str] = None  # checkpoints, job.json, args.yaml
     forked_from: Optional[str] = None  # `ledger run --from`: the row it started from
     wandb_id: Optional[str] = None  # the W&B run, resumed with the job
+    wandb_project: Optional[str] = None  # where the run logs (never the original author's by default)
+    wandb_entity: Optional[str] = None
 
     @classmethod
     def start(cls, resolved: Any, *, data_spec: str, data_dir: Path, run_dir: Path,
-              forked_from: Optional[str] = None) -> "JobRecord":
+              forked_from: Optional[str] = None, generator: Optional[dict[str, Any]] = None,
+              wandb_project: Optional[str] = None, wandb_entity: Optional[str] = None) -> "JobRecord":
         """The record of a job about to run: a `ResolvedJob` and where it runs."""
         plain = resolved.to_dict()
+        data: dict[str, Any] = {"spec": data_spec, "dir": str(data_dir)}
+        if generator is not None:
+            data["generator"] = generator
         return cls(job=plain["job"], hash=plain["hash"], provenance=plain["provenance"],
-                   conflicts=tuple(plain["conflicts"]), data={"spec": data_spec, "dir": str(data_dir)},
-                   run_dir=str(run_dir), forked_from=forked_from)
+                   conflicts=tuple(plain["conflicts"]), data=data, run_dir=str(run_dir), forked_from=forked_from,
+                   wandb_project=wandb_project, wandb_entity=wandb_entity)
 
     @classmethod
     def of(cls, run: Any) -> Optional["JobRecord"]:

@@ -75,6 +75,8 @@ class Run(Base):
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     # One entry per start of the job (see `ledger.store.attempts`); migration 0004.
     attempts: Mapped[Optional[list[Any]]] = mapped_column(JSON)
+    # The command recipe's record (`ledger.commands`): argv, cwd, git state, env; migration 0004.
+    command: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)

@@ -81,6 +81,7 @@ def run_details(run: Any) -> dict[str, Any]:
         data_fingerprint=run.data_fingerprint,
         duration_s=run.duration_s,
         attempts=list(run.attempts or []),
+        command=run.command,
         checkpoint_path=run.checkpoint_path,
         error=run.error,
         host=run.host,

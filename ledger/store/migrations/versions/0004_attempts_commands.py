@@ -1,7 +1,9 @@
-"""Attempts: each time a row's job was started, by whom, for how long, and how it ended.
+"""Attempts and commands: each start of a row's job, and the command a row runs.
 
 A run interrupted, killed or taken over by another process is trained in several
-attempts; `duration_s` is their total. Added with a plain ALTER TABLE, so the search
+attempts; `duration_s` is their total. A row recorded with `ledger run -- CMD` (or given
+a command by `ledger attach`) carries its argv, working folder, git commit and
+uncommitted change in `command`. Added with a plain ALTER TABLE, so the search
 triggers of 0003 stay in place on SQLite.
 
 Revision ID: 0004
@@ -20,7 +22,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("runs", sa.Column("attempts", sa.JSON))
+    op.add_column("runs", sa.Column("command", sa.JSON))
 
 
 def downgrade() -> None:
-    op.drop_column("runs", "attempts")  # SQLite 3.35+ drops a plain column in place
+    op.drop_column("runs", "command")  # SQLite 3.35+ drops a plain column in place
+    op.drop_column("runs", "attempts")
