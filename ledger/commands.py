@@ -402,15 +402,14 @@ def reproduce_command(engine: Engine, name: str, *, overrides: Optional[Mapping[
                                             environment=current, runs_root=runs_root, parent=name)
         worktree = run_dir / "worktree"
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd.remove_worktree(tree, repo_root)
-        tree = _build_tree(state, worktree, repo_root)
+        tree = cmd.move_worktree(tree, worktree, repo_root)
         cwd = worktree / command.get("cwd", ".")
         if say is not None:
             say(f"reproducing {name} as {run_name} in {worktree} at {state.commit[:12]}"
                 f"{' with its uncommitted change' if state.dirty else ''}")
         summary = _execute(engine, run_id, run_name, argv, cwd, run_dir, echo=echo, tol=tol)
     finally:
-        if not keep_worktree and tree.exists():
+        if tree.exists() and (not keep_worktree or tree == probe_dir):
             cmd.remove_worktree(tree, repo_root)
     summary["environment_differences"] = differences
     summary["worktree"] = str(tree) if keep_worktree else None

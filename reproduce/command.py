@@ -138,6 +138,12 @@ def worktree(state: GitState, into: Path, repo: Optional[Path] = None) -> Path:
     return into
 
 
+def move_worktree(path: Path, to: Path, repo: Path) -> Path:
+    """Move a worktree made by `worktree` to `to` (git keeps track of it); returns `to`."""
+    _git(Path(repo), "worktree", "move", str(path), str(to))
+    return to
+
+
 def remove_worktree(path: Path, repo: Path) -> None:
     """Remove a worktree made by `worktree`, and git's record of it."""
     _git(Path(repo), "worktree", "remove", "--force", str(path), check=False)

@@ -122,6 +122,16 @@ def test_reproduce_runs_the_old_commit_in_a_fresh_worktree_and_agrees(seeded_db,
     assert "differs from old" in changed.stderr
     assert Path(row["command"]["run_dir"], "worktree", "train.py").is_file()
 
+    # compare (and check, which uses the same verdict) say whether each agrees.
+    same = json.loads(ledger("compare", "old", "old_repro1", "--json").stdout)
+    [verdict] = same["agreements"]
+    assert verdict["agrees"] is True and verdict["same_job"] is True
+    assert {m["metric"] for m in verdict["metrics"]} == {"loss", "val_miou"}
+    other = json.loads(ledger("compare", "old", "old_lr3", "--json").stdout)
+    assert other["agreements"][0]["agrees"] is False and other["agreements"][0]["differing_fields"] == ["command"]
+    assert [r["key"] for r in other["command"]] == ["command"]
+    assert other["agreements"][0]["overridden"] == ["lr"]
+
 
 def test_a_dirty_tree_is_recorded_and_reapplied(seeded_db, repo):
     (repo / "settings.py").write_text("from extra import T\nTARGET = T\n")  # an uncommitted change...
@@ -265,3 +275,22 @@ def test_metrics_come_from_the_wandb_run_the_script_wrote(seeded_db, repo, monke
     exported = ledger("export", "--include-failed").stdout
     line = next(line for line in exported.splitlines() if "| wb " in line)
     assert "W&B offline run" in line and wandb_run["folder"] not in line
+
+
+def test_a_change_that_no_longer_applies_is_refused_before_any_row(seeded_db, repo):
+    (repo / "settings.py").write_text("TARGET = 2.0\n")
+    assert ledger("run", "--name", "patched", "--", sys.executable, "train.py", "--epochs", "1").exit_code == 0
+    from ledger.store.db import open_ledger, transaction
+    from ledger.store.sql_reader import get_run
+
+    engine = open_ledger(str(seeded_db))
+    with transaction(engine) as session:  # as if the stored change had been damaged
+        run = get_run(session, "patched")
+        git_state = dict(run.command["git"])
+        git_state["diff"] = git_state["diff"].replace("-TARGET = 1.0", "-TARGET = 9.9")
+        run.command = run.command | {"git": git_state}
+    before = len(json.loads(ledger("list", "--json").stdout))
+    result = ledger("reproduce", "patched")
+    assert result.exit_code == 1 and "the recorded change does not apply" in result.stderr
+    assert len(json.loads(ledger("list", "--json").stdout)) == before
+    assert len(git(repo, "worktree", "list").splitlines()) == 1, "no worktree is left behind"

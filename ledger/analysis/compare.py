@@ -50,13 +50,15 @@ def agreement(original: Run, reproduction: Run, tol: float = DEFAULT_TOL) -> Agr
         reproduction: the reproduction.
         tol: largest absolute difference of a score that still agrees.
     """
+    mine, theirs = run_job(reproduction), run_job(original)
+    if mine.command is not None and theirs.command is not None:
+        return _command_agreement(original, reproduction, mine, theirs, tol)
     metrics = []
     for column, _ in METRICS:
         a, b = getattr(original, column), getattr(reproduction, column)
         if a is not None and b is not None:
             metrics.append({"metric": column, "original": a, "reproduction": b, "delta": b - a,
                             "within_tol": abs(b - a) <= tol + 1e-12})
-    mine, theirs = run_job(reproduction), run_job(original)
     differing: list[str] = []
     if mine.job is not None and theirs.job is not None:
         differing = [f for f in JOB_FIELDS if f not in RUNTIME_FIELDS
@@ -69,6 +71,27 @@ def agreement(original: Run, reproduction: Run, tol: float = DEFAULT_TOL) -> Agr
                      list(mine.overridden), differing, same_data)
 
 
+def final_values(run: Run) -> dict[str, float]:
+    """Each metric series' value at its last step."""
+    last: dict[str, tuple[int, float]] = {}
+    for metric in run.metrics:
+        if metric.name not in last or metric.step >= last[metric.name][0]:
+            last[metric.name] = (metric.step, metric.value)
+    return {name: value for name, (_, value) in sorted(last.items())}
+
+
+def _command_agreement(original: Run, reproduction: Run, mine: Any, theirs: Any, tol: float) -> Agreement:
+    """Two command rows: every metric both reported, by its final value, within `tol`; the
+    same command, folder, commit and change."""
+    a, b = final_values(original), final_values(reproduction)
+    metrics = [{"metric": k, "original": a[k], "reproduction": b[k], "delta": b[k] - a[k],
+                "within_tol": abs(b[k] - a[k]) <= tol + 1e-12} for k in sorted(set(a) & set(b))]
+    differing = [k for k in mine.command if mine.command[k] != theirs.command[k]]
+    overridden = sorted((reproduction.command or {}).get("overrides") or {})
+    return Agreement(reproduction.name, original.name, metrics, not differing, theirs.hash, mine.hash, overridden,
+                     differing, None)
+
+
 @dataclass
 class Comparison:
     """The differences between runs; every list of values is in the order the runs were given."""
@@ -76,6 +99,7 @@ class Comparison:
     runs: list[dict[str, Any]]
     arguments: list[dict[str, Any]]  # key, values, present
     job: list[dict[str, Any]]  # field, values, sources
+    command: list[dict[str, Any]]  # key, values (rows without a command: None)
     metrics: list[dict[str, Any]]  # metric, label, values, deltas (to the first run)
     environment: list[dict[str, Any]]  # key, values (runs without an environment: None)
     data: list[dict[str, Any]]
@@ -136,6 +160,13 @@ def compare_runs(session: Session, names: list[str], *, all_fields: bool = False
                 job_rows.append({"field": name, "values": values,
                                  "sources": [v.sources.get(name) if v.job is not None else None for v in views]})
 
+    command_rows = []
+    if any(v.command is not None for v in views):
+        for key in ("command", "cwd", "commit", "change"):
+            values = [v.command[key] if v.command is not None else None for v in views]
+            if all_fields or any(value != values[0] for value in values):
+                command_rows.append({"key": key, "values": values})
+
     metrics = []
     for column, label in METRICS:
         values = [getattr(r, column) for r in runs]
@@ -156,7 +187,7 @@ def compare_runs(session: Session, names: list[str], *, all_fields: bool = False
         if run.kind == "reproduction" and run.parent_id in by_id:
             agreements.append(agreement(by_id[run.parent_id], run, tol))
 
-    return Comparison(run_info, arguments, job_rows, metrics, environment, data,
+    return Comparison(run_info, arguments, job_rows, command_rows, metrics, environment, data,
                       [g.to_dict() if g else None for g in repeat_groups], repeat_deltas, agreements, tol, all_fields)
 
 

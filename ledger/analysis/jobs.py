@@ -33,9 +33,29 @@ class RunJob:
     error: Optional[str] = None
     overridden: tuple[str, ...] = ()
     recorded_by: dict[str, str] = field(default_factory=dict)  # field -> the argument that set it
+    # A command row's job is its command: argv, folder, commit and change (`command_view`).
+    command: Optional[dict[str, Any]] = None
+
+
+def command_view(command: dict[str, Any]) -> dict[str, Any]:
+    """What defines a command row's job, as comparable text: the command line, the folder,
+    the commit and the uncommitted change (by its hash)."""
+    import shlex
+
+    git = command.get("git") or {}
+    change = "none"
+    if git.get("dirty"):
+        digest = hashlib.sha256(json.dumps([git.get("diff") or "", sorted((git.get("untracked") or {}).items())])
+                                .encode()).hexdigest()[:12]
+        change = f"{digest} ({len(git.get('untracked') or {})} untracked files)"
+    return {"command": shlex.join(command.get("argv") or []), "cwd": command.get("cwd"),
+            "commit": git.get("commit") or "not in a git repository", "change": change}
 
 
 def run_job(run: Run) -> RunJob:
+    if getattr(run, "command", None):
+        # Never resolved as the seed's code family: its own command is what it ran.
+        return RunJob(None, {}, run.job_hash, command=command_view(run.command))
     record = JobRecord.of(run)
     if record is not None:
         sources = record.sources()

@@ -52,6 +52,8 @@ def _comparison_rows(cmp: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
         for value, source, error in zip(item["values"], item["sources"], errors):
             cells.append("" if error else f"{_value(value)} ({source})" if source else _value(value))
         rows.append(("job", item["field"], cells))
+    for item in cmp["command"]:
+        rows.append(("command", item["key"], ["—" if v is None else str(v) for v in item["values"]]))
     for item in cmp["metrics"]:
         cells = [_score(v) + (f" ({_delta(d)})" if d is not None else "") for v, d in zip(item["values"], item["deltas"])]
         rows.append(("metrics", item["label"], cells))
@@ -87,6 +89,9 @@ def _agreement_lines(cmp: dict[str, Any]) -> list[str]:
             parts.append("no score recorded on both")
         if a["same_job"] is True:
             parts.append("same job hash")
+        elif a["same_job"] is False and a["differing_fields"] and set(a["differing_fields"]) <= {"command", "cwd", "commit", "change"}:
+            over = ", ".join(a["overridden"])
+            parts.append(f"{', '.join(a['differing_fields'])} differ" + (f" (overridden: {over})" if over else ""))
         elif a["same_job"] is False:
             fields = ", ".join(a["differing_fields"]) or "none"
             over = ", ".join(a["overridden"])
