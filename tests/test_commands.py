@@ -142,6 +142,8 @@ def test_a_dirty_tree_is_recorded_and_reapplied(seeded_db, repo):
     row = show("dirty")
     assert row["command"]["git"]["dirty"] is True
     assert set(row["command"]["git"]["untracked"]) == {"extra.py"}
+    shown = ledger("show", "dirty").stdout
+    assert "settings.py, extra.py (untracked)" in shown and "uncommitted change" in shown
     git(repo, "checkout", "--", "settings.py")
     (repo / "extra.py").unlink()
     again = ledger("reproduce", "dirty")

@@ -79,6 +79,11 @@ def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
             facts.append(("Commit", f"{git.get('commit', '')[:12]}{change} of {git.get('root')}"
                                     + (f", branch {git['branch']}" if git.get("branch") else "")
                                     + (f", remote {git['remote']}" if git.get("remote") else "")))
+            changed = [line.split(" b/", 1)[-1] for line in (git.get("diff") or "").splitlines()
+                       if line.startswith("diff --git ")]
+            if changed or git.get("untracked"):
+                facts.append(("Changed", ", ".join(changed + [f"{p} (untracked)" for p in git.get("untracked") or {}])
+                              + "  (the full change: show --json, command.git)"))
         else:
             facts.append(("Commit", "none: not recorded in a git repository, so it cannot be rebuilt"))
         if command.get("exit_code") is not None:
