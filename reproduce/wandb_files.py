@@ -89,7 +89,8 @@ def read_log(path: Path) -> dict[str, Any]:
     except ImportError:
         raise WandbFileError("reading a W&B run log needs the wandb package: pip install wandb") from None
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "run_id": None, "project": None,
-                           "entity": None, "name": None, "start_time": None, "notes": None, "tags": []}
+                           "entity": None, "name": None, "start_time": None, "notes": None, "tags": [],
+                           "program": None, "commit": None, "remote": None}
     for payload in _payloads(Path(path).read_bytes()):
         record = pb.Record()
         try:
@@ -106,11 +107,18 @@ def read_log(path: Path) -> dict[str, Any]:
         elif kind == "config":
             for item in record.config.update:
                 out["config"][_key(item)] = _value(item.value_json)
+        elif kind == "environment" and record.environment.program:
+            env = record.environment
+            out["program"] = {"program": env.program, "args": list(env.args), "code_path": env.code_path or None,
+                              "root": env.root or None, "executable": env.executable or None,
+                              "python": env.python or None, "host": env.host or None,
+                              "commit": env.git.commit or None, "remote": env.git.remote_url or None}
         elif kind == "run":
             run = record.run
             out.update(run_id=run.run_id or None, project=run.project or None, entity=run.entity or None,
                        name=run.display_name or None, notes=run.notes or None, tags=list(run.tags),
-                       start_time=run.start_time.seconds or None)
+                       start_time=run.start_time.seconds or None, commit=run.git.commit or None,
+                       remote=run.git.remote_url or None)
             for item in run.config.update:
                 out["config"][_key(item)] = _value(item.value_json)
     return out
@@ -133,6 +141,18 @@ def read_run_folder(folder: Path) -> dict[str, Any]:
             out["summary"].update(json.loads(summary.read_text(encoding="utf-8")))
         except json.JSONDecodeError:
             pass
+    metadata = files / "wandb-metadata.json"
+    if out.get("program") is None and metadata.is_file():
+        try:
+            meta = json.loads(metadata.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            meta = {}
+        if meta.get("program"):
+            git = meta.get("git") or {}
+            out["program"] = {"program": meta["program"], "args": list(meta.get("args") or []),
+                              "code_path": meta.get("codePath"), "root": meta.get("root"),
+                              "executable": meta.get("executable"), "python": meta.get("python"),
+                              "host": meta.get("host"), "commit": git.get("commit"), "remote": git.get("remote")}
     out["config"] = {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
                      for k, v in out["config"].items() if k != "_wandb"}
     out["offline"] = folder.name.startswith("offline-run-")

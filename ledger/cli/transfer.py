@@ -9,26 +9,46 @@ from typing import Annotated, Optional
 import typer
 
 from ledger.cli.common import DbOption, JsonOption, app, console, print_json, user_errors
+from ledger.core.errors import LedgerError
 
 
 @app.command("import")
 @user_errors
 def import_cmd(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A Markdown log (.md), or the CSV/JSON that `ledger export` writes.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="A Markdown log (.md), the CSV/JSON that `ledger export` writes, a W&B folder (wandb/, or one run-*/offline-run-* folder), W&B's runs CSV with --from wandb, or mlflow:STORE (mlflow:sqlite:///mlflow.db, mlflow:./mlruns).")],
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="md|csv|json", help="md, csv or json; default: from the file's extension.")] = None,
+    from_: Annotated[Optional[str], typer.Option("--from", metavar="wandb", help="The CSV is W&B's runs table (config columns -> arguments, summary columns -> metrics).")] = None,
+    experiment: Annotated[Optional[list[str]], typer.Option("--experiment", metavar="NAME", help="MLflow: import this experiment (repeatable); default: all.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change and write nothing.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Merge a log into the ledger: new rows are added, changed rows updated, by run name.
+    """Merge runs into the ledger: a log's rows by run name, a tracker's runs by their run id.
 
     Importing an updated version of the log (every row the ledger has, plus more)
-    also makes it the document that `ledger export` writes. The ledger is created if
-    it does not exist. Nothing is written if any row is wrong.
+    also makes it the document that `ledger export` writes. W&B and MLflow runs are
+    merged by the tracker's run id: a re-import changes nothing, a run changed upstream is
+    updated. The ledger is created if it does not exist. Nothing is written if any row is wrong.
     """
+    if from_ is not None and from_ != "wandb":
+        raise LedgerError(f"--from {from_!r}: the one CSV dialect known is wandb")
+    path = Path(source)
+    if source.startswith("mlflow:") or from_ == "wandb" or path.is_dir():
+        from ledger.store.trackers import import_tracker
+
+        report = import_tracker(db, source, csv_from=from_, experiments=experiment or (), dry_run=dry_run)
+        if as_json:
+            print_json(report.to_dict())
+            return
+        from ledger.cli.views import tracker_report_view
+
+        console(stderr=True).print(tracker_report_view(report))
+        return
+    if experiment:
+        raise LedgerError("--experiment chooses MLflow experiments; give an mlflow: source")
     from ledger.store.importer import import_into
 
-    report = import_into(db, file, fmt=fmt, dry_run=dry_run)
+    report = import_into(db, path, fmt=fmt, dry_run=dry_run)
     if as_json:
         print_json(report.to_dict())
         return

@@ -217,6 +217,24 @@ def import_report_view(report: Any) -> Text:
     return text
 
 
+def tracker_report_view(report: Any) -> Text:
+    verb = "would import" if report.dry_run else "imported"
+    text = Text(f"{verb} {report.source} ({report.tracker}): ")
+    text.append(f"{len(report.added)} added", style="green")
+    text.append(", ")
+    text.append(f"{len(report.changed)} changed", style="yellow")
+    text.append(f", {len(report.unchanged)} unchanged, {len(report.skipped)} skipped")
+    text.append("\n  mapped: " + "; ".join(f"{k} -> {v}" for k, v in report.mapped.items()))
+    for label, names in (("added", report.added), ("changed", report.changed)):
+        for name in names:
+            text.append(f"\n  {label}: ")
+            text.append(name)
+    for item in report.skipped:
+        text.append("\n  skipped: ")
+        text.append(f"{item['run']} ({item['why']})")
+    return text
+
+
 _SOURCE_STYLE = {"recorded": "green", "code-state": "cyan", "notes": "magenta", "default": "dim", "override": "yellow"}
 
 

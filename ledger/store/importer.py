@@ -73,28 +73,40 @@ def import_into(db: Optional[str], path: Path, *, fmt: Optional[str] = None, dry
     A SQLite file this call created is removed again when the import fails, and a dry
     run rolls everything back.
     """
+    return import_into_with(db, lambda session: import_file(session, path, fmt=fmt, dry_run=dry_run),
+                            dry_run=dry_run)
+
+
+def import_into_with(db: Optional[str], work: Any, *, dry_run: bool = False) -> Any:
+    """Run `work(session)` as one import transaction on the ledger at `db`, created if
+    needed: rolled back on a dry run, and a SQLite file this call created removed again
+    when it fails or was only a dry run."""
     from ledger.core.config import resolve_url, sqlite_path
     from ledger.store.db import open_ledger, write_retrying
     from ledger.store.liveness import reap_stale
 
     file = sqlite_path(resolve_url(db))
     existed = file is None or file.exists()
-    def work(session: Session) -> ImportReport:
+
+    def transaction_work(session: Session) -> Any:
         if not dry_run:
             reap_stale(session)
-        report = import_file(session, path, fmt=fmt, dry_run=dry_run)
+        result = work(session)
         if dry_run:
             session.rollback()
-        return report
+        return result
 
     try:
         engine = open_ledger(db, create=True)
-        report = write_retrying(engine, work)
+        result = write_retrying(engine, transaction_work)
+        if dry_run and not existed and file is not None:
+            engine.dispose()
+            _remove_sqlite(file)  # a dry run writes nothing at all, not even an empty ledger
     except BaseException:
         if not existed and file is not None:
             _remove_sqlite(file)
         raise
-    return report
+    return result
 
 
 def _remove_sqlite(path: Path) -> None:

@@ -77,6 +77,8 @@ class Run(Base):
     attempts: Mapped[Optional[list[Any]]] = mapped_column(JSON)
     # The command recipe's record (`ledger.commands`): argv, cwd, git state, env; migration 0004.
     command: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    # The W&B or MLflow run a row was imported from (`ledger.store.trackers`); migration 0004.
+    tracker_id: Mapped[Optional[str]] = mapped_column(String(255), index=True, unique=True)
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)

@@ -82,6 +82,7 @@ def run_details(run: Any) -> dict[str, Any]:
         duration_s=run.duration_s,
         attempts=list(run.attempts or []),
         command=run.command,
+        tracker_id=run.tracker_id,
         checkpoint_path=run.checkpoint_path,
         error=run.error,
         host=run.host,

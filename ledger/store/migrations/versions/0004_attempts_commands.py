@@ -3,7 +3,8 @@
 A run interrupted, killed or taken over by another process is trained in several
 attempts; `duration_s` is their total. A row recorded with `ledger run -- CMD` (or given
 a command by `ledger attach`) carries its argv, working folder, git commit and
-uncommitted change in `command`. Added with a plain ALTER TABLE, so the search
+uncommitted change in `command`. A row imported from W&B or MLflow keeps the tracker's
+run id in `tracker_id` (`wandb:ENTITY/PROJECT/ID`, `mlflow:ID`): re-imports merge on it. Added with a plain ALTER TABLE, so the search
 triggers of 0003 stay in place on SQLite.
 
 Revision ID: 0004
@@ -23,8 +24,12 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("runs", sa.Column("attempts", sa.JSON))
     op.add_column("runs", sa.Column("command", sa.JSON))
+    op.add_column("runs", sa.Column("tracker_id", sa.String(255)))
+    op.create_index("ix_runs_tracker_id", "runs", ["tracker_id"], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_tracker_id", "runs")
+    op.drop_column("runs", "tracker_id")
     op.drop_column("runs", "command")  # SQLite 3.35+ drops a plain column in place
     op.drop_column("runs", "attempts")
