@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -194,7 +193,7 @@ def record_command(engine: Engine, request: CommandRequest, *, say: Optional[Say
 
 
 def _execute(engine: Engine, run_id: int, name: str, argv: Sequence[str], cwd: Path, run_dir: Path, *,
-             echo: bool, tol: float) -> dict[str, Any]:
+             echo: bool, tol: float, extra_env: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     from ledger.runs import Heartbeat
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +207,7 @@ def _execute(engine: Engine, run_id: int, name: str, argv: Sequence[str], cwd: P
     # A script that logs to W&B writes its run under the row's folder, with an id the ledger knows.
     wandb_id = "ldg" + secrets.token_hex(5)
     env = {"LEDGER_METRICS_FILE": str(metrics_path), "LEDGER_RUN_NAME": name, "LEDGER_RUN_DIR": str(run_dir),
-           "WANDB_RUN_ID": wandb_id, "WANDB_DIR": str(run_dir)}
+           "WANDB_RUN_ID": wandb_id, "WANDB_DIR": str(run_dir), **(extra_env or {})}
     with transaction(engine) as session:
         run = session.get(Run, run_id)
         run.command = dict(run.command or {}) | {"wandb_run_id": wandb_id}
@@ -416,9 +415,68 @@ def reproduce_command(engine: Engine, name: str, *, overrides: Optional[Mapping[
     return summary
 
 
+def queue_command(engine: Engine, name: str, *, overrides: Optional[Mapping[str, str]] = None,
+                  new_name: Optional[str] = None, runs_dir: Optional[Path] = None,
+                  queue: Optional[dict[str, Any]] = None) -> str:
+    """Queue a reproduction of the command row `name` for a worker; the new row's name.
+    The commit must be in the repository now: a job that cannot be rebuilt is not queued."""
+    with transaction(engine, write=False) as session:
+        command = dict(get_run(session, name).command or {})
+    if not command.get("git"):
+        raise LedgerError(f"{name} was not recorded in a git repository: there is no commit to rebuild its code from")
+    argv = list(command["argv"])
+    for key, value in (overrides or {}).items():
+        try:
+            argv = set_argument(argv, key, str(value))
+        except ValueError as exc:
+            raise LedgerError(str(exc)) from None
+    state = GitState.from_json(command["git"])
+    if not cmd.has_commit(Path(state.root), state.commit):
+        raise LedgerError(f"commit {state.commit[:12]} is not in {state.root}: a worker could not rebuild it")
+    new_command = {k: v for k, v in command.items() if k not in ("exit_code", "run_dir", "wandb", "wandb_run_id")}
+    new_command["argv"] = argv
+    if overrides:
+        new_command["overrides"] = {k: str(v) for k, v in overrides.items()}
+    _, row_name, _ = _append(engine, name=new_name, argv=argv, command=new_command, environment={},
+                             runs_root=_runs_root(runs_dir), parent=name)
+    with transaction(engine) as session:
+        row = session.scalar(select(Run).where(Run.name == row_name))
+        row.queue = dict(queue or {}) | {"added_at": utcnow().isoformat(), "added_by": this_host()}
+    return row_name
+
+
+def run_queued(engine: Engine, run_id: int, *, echo: bool = True, say: Optional[Say] = None,
+               tol: float = DEFAULT_TOL, data: Optional[str] = None) -> dict[str, Any]:
+    """Run the claimed queued command row `run_id` (a worker's job) in a fresh worktree of
+    its commit and change, from the start (a command has no checkpoint the ledger knows).
+    The data folder (the worker's --data, else the one queued with it) reaches the script
+    as $LEDGER_DATA."""
+    with transaction(engine) as session:
+        run = session.get(Run, run_id)
+        command, name = dict(run.command or {}), run.name
+        data = data or (run.queue or {}).get("data")
+        run.environment = cmd.environment(command.get("env_keys") or ())
+    run_dir = Path(command["run_dir"])
+    state = GitState.from_json(command["git"])
+    worktree = run_dir / "worktree"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tree = _build_tree(state, worktree, Path(state.root))
+    except LedgerError as exc:
+        with transaction(engine) as session:
+            row = session.get(Run, run_id)
+            row.status, row.error = "failed", str(exc)
+        raise
+    try:
+        return _execute(engine, run_id, name, command["argv"], tree / command.get("cwd", "."), run_dir, echo=echo,
+                        tol=tol, extra_env={"LEDGER_DATA": str(Path(data).expanduser().resolve())} if data else None)
+    finally:
+        cmd.remove_worktree(tree, Path(state.root))
+
+
 def _build_tree(state: GitState, into: Path, repo: Path) -> Path:
-    if into.exists():
-        shutil.rmtree(into)
+    # A worktree left by an attempt whose process died is removed, and git's record of it.
+    cmd.remove_worktree(into, repo)
     try:
         return cmd.worktree(state, into, repo)
     except CommandError as exc:

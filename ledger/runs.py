@@ -304,6 +304,81 @@ def append_run(session: Session, original: Run, resolved: ResolvedJob, *, name: 
     return run
 
 
+def queue_jobs(engine: Engine, items: list[tuple[Request, ResolvedJob, Optional[str]]],
+               queue: list[dict[str, Any]]) -> list[str]:
+    """Append one `queued` row per (request, job, name) with its `queue` settings, in one
+    transaction; their names. The data is checked and fingerprinted first (once per
+    folder): a job that cannot start appends nothing. Several rows share a `group`."""
+    from reproduce.data import data_fingerprint
+
+    prepared = []
+    fingerprints: dict[Path, dict[str, Any]] = {}
+    for request, resolved, name in items:
+        data_dir = data_dir_for(request.data, resolved.job)
+        if data_dir not in fingerprints:
+            check_data_dir(data_dir, resolved.job)
+            fingerprints[data_dir] = data_fingerprint(data_dir)
+        prepared.append((request, resolved, name, data_dir))
+    runs_root = _writable_runs_dir(items[0][0].runs_dir)
+
+    def append(session: Session) -> list[str]:
+        reap_stale(session)
+        names = []
+        for (request, resolved, name, data_dir), settings in zip(prepared, queue):
+            original = get_run(session, request.run)
+            row = append_run(session, original, resolved, name=name, data=request.data, data_dir=data_dir,
+                             fingerprint=fingerprints[data_dir], run_dir_root=runs_root, fork=request.fork,
+                             wandb_project=request.wandb_project, wandb_entity=request.wandb_entity)
+            row.queue = dict(settings) | {"group": None, "wandb_mode": request.wandb_mode}
+            names.append(row.name)
+            session.flush()
+        if len(names) > 1:
+            for row in session.scalars(select(Run).where(Run.name.in_(names))):
+                row.queue = dict(row.queue) | {"group": names[0]}
+        return names
+
+    return write_retrying(engine, append)
+
+
+def run_queued(engine: Engine, run_id: int, *, data: Optional[str] = None, progress: Optional[Progress] = None,
+               say: Optional[Say] = None) -> dict[str, Any]:
+    """Train the claimed queued row `run_id` (a worker's job): on the worker's `data` (or the
+    recorded folder, or the demo profile), resuming from its last checkpoint when an earlier
+    attempt left one. The data must have the fingerprint recorded when it was queued.
+
+    Raises:
+        LedgerError: the data differs or is missing (the row is put back `queued` for another
+            worker), or the run failed (`failed`). `RunInterrupted` on Ctrl-C or a cancel.
+    """
+    from reproduce.data import data_fingerprint
+
+    with transaction(engine, write=False) as session:
+        run = session.get(Run, run_id)
+        record, name, recorded = JobRecord.of(run), run.name, run.data_fingerprint
+        wandb_mode = (run.queue or {}).get("wandb_mode") or "auto"
+    job = Job.from_dict(record.job)
+    spec = (record.data or {}).get("spec")
+    try:
+        if profile_of(spec) is not None:
+            data_dir = data_dir_for(spec, job)
+        else:
+            data_dir = Path(data).expanduser().resolve() if data and profile_of(data) is None else record.data_dir
+            check_data_dir(data_dir, job)
+            if recorded and data_fingerprint(data_dir) != recorded:
+                raise LedgerError(f"{data_dir} is not the data {name} was queued with (its fingerprint differs)")
+    except LedgerError as exc:
+        set_status(engine, run_id, "queued", error=f"not run by a worker whose data did not fit: {exc}")
+        raise
+    run_dir = Path(record.run_dir)
+    model = _prepare_model(job)
+    check_disk(run_dir.parent, model)
+    resume_from = (run_dir / "last.pt").exists()
+    if say is not None:
+        say(f"resuming {name} from {run_dir / 'last.pt'}" if resume_from else f"training {name} in {run_dir}")
+    return execute(engine, run_id, job, data_dir, run_dir, model=model, wandb_mode=wandb_mode, name=name,
+                   resume=resume_from, progress=progress, keep_last=False)
+
+
 def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = None, *,
           progress: Optional[Progress] = None, say: Optional[Say] = None) -> dict[str, Any]:
     """Append a row for `request` and train it; returns the run's summary.

@@ -104,6 +104,13 @@ def git_state(cwd: Path, max_change_bytes: int = MAX_CHANGE_BYTES) -> Optional[G
                     dirty=bool(diff or untracked), diff=diff, untracked=untracked)
 
 
+def has_commit(repo: Path, commit: str) -> bool:
+    """Whether the repository at `repo` is there and holds `commit`."""
+    if not Path(repo).is_dir() or repository_root(Path(repo)) is None:
+        return False
+    return _git(Path(repo), "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
+
+
 def worktree(state: GitState, into: Path, repo: Optional[Path] = None) -> Path:
     """A fresh worktree of `repo` (default: where the state was recorded) at the recorded
     commit with the recorded change applied; returns its folder, `into`.
@@ -210,6 +217,23 @@ def _pump(stream: IO[bytes], out: IO[bytes], log: IO[bytes], lock: threading.Loc
             pass
 
 
+# On Linux the command is started through this stub: it asks the kernel to send it SIGTERM
+# when the ledger process dies (PR_SET_PDEATHSIG survives exec), so a worker killed with
+# SIGKILL leaves no orphan training on beside the worker that takes its job over.
+_STUB = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None).prctl(1, 15)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(143)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _dies_with_us(argv: Sequence[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-S", "-c", _STUB, str(os.getpid()), *argv]
+
+
 def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
                 echo: bool = True) -> Outcome:
     """Run `argv` in `cwd` with `env` added to this environment; stdout and stderr go to the
@@ -220,9 +244,12 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_p
         CommandError: the program cannot be started.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path={**os.environ, **env}.get("PATH"))
+    if program is None or not os.access(program, os.X_OK):
+        raise CommandError(f"cannot start {argv[0]!r}: no such program")
     sink = open(os.devnull, "wb") if not echo else None
     try:
-        proc = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(_dies_with_us(argv), cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as exc:
         raise CommandError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None

@@ -16,7 +16,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 def test_the_commands_are_the_ones_we_document():
     assert COMMANDS == sorted(["attach", "check", "compare", "export", "history", "import", "list", "plot", "rename",
-                               "reproduce", "rm", "run", "set", "show", "tag", "untag"])
+                               "queue", "reproduce", "rm", "run", "set", "show", "tag", "untag", "worker"])
 
 
 @pytest.mark.parametrize("name", COMMANDS)

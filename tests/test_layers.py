@@ -2,7 +2,7 @@
 
 Every import counts, at the top of a module or inside a function: a lazy import is still
 an arrow. `reproduce` is a library that never imports `ledger`; inside `ledger` the
-layers go cli -> orchestration (`ledger.runs`, `ledger.commands`) and analysis -> store -> core, and no
+layers go cli -> orchestration (`ledger.runs`, `ledger.commands`, `ledger.queue`) and analysis -> store -> core, and no
 module reaches up. No two modules depend on each other, however long the loop.
 """
 
@@ -23,6 +23,7 @@ LAYERS = {
     "ledger.analysis": 3,
     "ledger.runs": 3,
     "ledger.commands": 3,  # orchestration too: the command recipe beside the built-in one
+    "ledger.queue": 3,  # and the queue, which runs both
     "ledger.cli": 4,
     "ledger.__main__": 5,
 }

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ledger.analysis import DEFAULT_TOL
 from ledger.analysis.jobs import METRICS, arguments_of, flatten, run_job, same
+from ledger.analysis.history import sweep_of
 from ledger.analysis.repeats import repeats_of, spread_check
 from ledger.core.errors import LedgerError
 from ledger.store.models import Run
@@ -136,7 +137,8 @@ def compare_runs(session: Session, names: list[str], *, all_fields: bool = False
     views = [run_job(run) for run in runs]
 
     run_info = [{"name": r.name, "kind": r.kind, "parent": r.parent.name if r.parent else None, "date": r.date,
-                 "status": r.status, "job_hash": v.hash, "job_error": v.error, "overridden": list(v.overridden)}
+                 "status": r.status, "job_hash": v.hash, "job_error": v.error, "overridden": list(v.overridden),
+                 "sweep": sweep_of(r)}
                 for r, v in zip(runs, views)]
 
     args = [arguments_of(r) for r in runs]

@@ -41,9 +41,18 @@ class HistoryEntry:
     repeats: Optional[dict[str, Any]] = None
     repeats_delta: Optional[dict[str, Any]] = None  # against the previous logged run's repeats
     overrides: Optional[dict[str, Any]] = None  # a reproduction's overridden job fields
+    sweep: Optional[dict[str, Any]] = None  # a queued sweep's member: {"group": first row, "values": {...}}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def sweep_of(run: Run) -> Optional[dict[str, Any]]:
+    """The sweep a queued row belongs to (`ledger queue add --sweep`), or None."""
+    queue = run.queue or {}
+    if not queue.get("sweep") and not queue.get("group"):
+        return None
+    return {"group": queue.get("group"), "values": queue.get("sweep") or {}, "seed": queue.get("seed")}
 
 
 def history(session: Session) -> list[HistoryEntry]:
@@ -64,7 +73,7 @@ def history(session: Session) -> list[HistoryEntry]:
     for run, depth in nest_children(list_runs(session)):
         entry = HistoryEntry(run.name, run.date, run.kind, depth, run.parent.name if run.parent else None,
                              run.status, run.lb_miou, val_miou=run.val_miou, lb_val_miou=run.lb_val_miou,
-                             notes=run.notes)
+                             notes=run.notes, sweep=sweep_of(run))
         if run.kind == "reproduction":
             view = run_job(run)
             entry.job_error = view.error

@@ -121,6 +121,8 @@ def run_cmd(
     set_: SetOption = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the new run; default: FROM_forkN, or the script's name and a number.")] = None,
     env: Annotated[Optional[list[str]], typer.Option("--env", metavar="KEY", help="With a command: record the value of environment variable KEY (repeatable).")] = None,
+    sweep: Annotated[Optional[list[str]], typer.Option("--sweep", metavar="KEY=V1,V2,...", help="With --from and --queue: one new experiment per value (several --sweep: every combination).")] = None,
+    to_queue: Annotated[bool, typer.Option("--queue", help="Put the run(s) on the queue for `ledger worker`s instead of running here.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job the new run would train; run nothing.")] = False,
     weights: WeightsOption = None,
     no_pretrained: NoPretrainedOption = False,
@@ -162,7 +164,22 @@ def run_cmd(
         raise LedgerError("say what to run: `ledger run -- CMD ARGS...` or `ledger run --from RUN ...`")
     if env:
         raise LedgerError("--env records variables of a command; give the command after --")
+    if sweep and not to_queue:
+        raise LedgerError("a sweep is several runs: add --queue, and start `ledger worker`s to run them")
     engine = open_ledger(db)
+    if to_queue:
+        from ledger import queue
+
+        request = queue.QueueRequest(base=runs.Request(
+            run=from_, data=data, overrides=parse_sets(set_), weights=weights, no_pretrained=no_pretrained,
+            device=device, fast=fast, name=name, wandb_mode=wandb_mode, wandb_project=wandb_project,
+            wandb_entity=wandb_entity, runs_dir=runs_dir, fork=True), sweep=queue.parse_sweeps(sweep))
+        names = queue.add(engine, request)
+        if as_json:
+            print_json({"queued": names})
+        else:
+            console(stderr=True).print(f"queued {len(names)}: {', '.join(names)}", markup=False, highlight=False)
+        return
     request = runs.Request(run=from_, data=data, overrides=parse_sets(set_), weights=weights,
                            no_pretrained=no_pretrained, device=device, fast=fast, name=name, wandb_mode=wandb_mode,
                            wandb_project=wandb_project, wandb_entity=wandb_entity,

@@ -62,7 +62,7 @@ def import_cmd(
 def export_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="md|csv|json", help="md (the log, byte for byte as imported), csv or json (one row per run, arguments as columns).")] = "md",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to this file instead of stdout.")] = None,
-    include_failed: Annotated[bool, typer.Option("--include-failed", help="Also write runs that failed or were interrupted into the Markdown log (CSV and JSON always carry them, with their status).")] = False,
+    include_failed: Annotated[bool, typer.Option("--include-failed", help="Also write runs that failed, were interrupted, or are queued or running into the Markdown log (CSV and JSON always carry them, with their status).")] = False,
     db: DbOption = None,
 ) -> None:
     """Write the ledger out: the Markdown log of the runs' results, or CSV/JSON of every run for pandas and scripts."""

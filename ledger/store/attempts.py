@@ -60,11 +60,17 @@ def close_lost(run: Any) -> None:
 
 
 def begin_attempt(run: Any, *, host: str, pid: int, from_epoch: int, now: Optional[datetime] = None) -> int:
-    """Record a new attempt of the row's job; an earlier one still marked running was lost. Its number."""
+    """Record a new attempt of the row's job; an earlier one still marked running was lost. Its number.
+
+    A queued row's attempt also names the worker and GPU that claimed it (`run.queue`)."""
     close_lost(run)
     attempts = _history(run)
-    attempts.append({"n": len(attempts) + 1, "host": host, "pid": pid, "started_at": (now or utcnow()).isoformat(),
-                     "ended_at": None, "duration_s": 0.0, "outcome": "running", "from_epoch": from_epoch})
+    entry = {"n": len(attempts) + 1, "host": host, "pid": pid, "started_at": (now or utcnow()).isoformat(),
+             "ended_at": None, "duration_s": 0.0, "outcome": "running", "from_epoch": from_epoch}
+    queue = getattr(run, "queue", None) or {}
+    if queue.get("worker"):
+        entry |= {"worker": queue["worker"], "gpu": queue.get("gpu")}
+    attempts.append(entry)
     _store(run, attempts)
     return len(attempts)
 

@@ -61,13 +61,14 @@ def write_file(path: Path, text: str) -> None:
         raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
 
 
-# Runs whose row in the Markdown log would read as a result they never produced.
-NOT_RESULTS = ("failed", "interrupted")
+# Runs whose row in the Markdown log would read as a result they never produced (queued
+# and running ones have none yet).
+NOT_RESULTS = ("failed", "interrupted", "queued", "running")
 
 
 def export_markdown(session: Session, *, include_failed: bool = False) -> str:
     """The log as a Markdown document: the imported document, with every run as a row
-    (failed and interrupted runs only with `include_failed`).
+    (failed, interrupted, queued and running ones only with `include_failed`).
 
     Rows whose cells are unchanged since import are written exactly as they were read;
     changed fields and rows added later (reproductions) are rendered in the same style.

@@ -79,7 +79,8 @@ def live_description(run: Any) -> str:
 
 
 def reap_stale(session: Any) -> list[str]:
-    """Mark every stale running row `interrupted`, with the reason as its error; their names."""
+    """Mark every stale running row `interrupted` (a queued job: back on the queue, or
+    `failed` past its attempt limit), with the reason as its error; their names."""
     from sqlalchemy import select
 
     from ledger.store.attempts import close_lost
@@ -88,10 +89,22 @@ def reap_stale(session: Any) -> list[str]:
     reaped = []
     for run in session.scalars(select(Run).where(Run.status == "running").with_for_update()):
         reason = stale_reason(run)
-        if reason is not None:
-            run.status = "interrupted"
-            close_lost(run)
-            run.error = f"stale: {reason}; marked interrupted, continue with `ledger reproduce {run.name} --resume`"
-            reaped.append(run.name)
+        if reason is None:
+            continue
+        close_lost(run)
+        reaped.append(run.name)
+        if run.queue:
+            # A queued job whose worker died goes back on the queue for another worker,
+            # which resumes it from its last checkpoint where it has one; up to its limit.
+            tries, limit = len(run.attempts or []), int(run.queue.get("max_attempts") or 3)
+            if run.queue.get("cancel"):
+                run.status, run.error = "interrupted", f"cancelled; its worker was gone ({reason})"
+            elif tries >= limit:
+                run.status, run.error = "failed", f"gave up after {tries} attempts; the last: {reason}"
+            else:
+                run.status, run.error = "queued", f"requeued after attempt {tries}: {reason}"
+            continue
+        run.status = "interrupted"
+        run.error = f"stale: {reason}; marked interrupted, continue with `ledger reproduce {run.name} --resume`"
     session.flush()
     return reaped

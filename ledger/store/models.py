@@ -79,6 +79,8 @@ class Run(Base):
     command: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     # The W&B or MLflow run a row was imported from (`ledger.store.trackers`); migration 0004.
     tracker_id: Mapped[Optional[str]] = mapped_column(String(255), index=True, unique=True)
+    # A row on the queue (`ledger.queue`): max attempts, sweep, cancel request; migration 0004.
+    queue: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)
@@ -126,6 +128,21 @@ class Tag(Base):
 
     def __repr__(self) -> str:
         return f"Tag(run_id={self.run_id!r}, tag={self.tag!r})"
+
+
+class Worker(Base):
+    """A `ledger worker` draining the queue: who and where it is, and what it runs now."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    gpu: Mapped[Optional[str]] = mapped_column(String(64))
+    data: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[Optional[int]] = mapped_column(Integer)
 
 
 class Document(Base):

@@ -83,6 +83,7 @@ def run_details(run: Any) -> dict[str, Any]:
         attempts=list(run.attempts or []),
         command=run.command,
         tracker_id=run.tracker_id,
+        queue=run.queue,
         checkpoint_path=run.checkpoint_path,
         error=run.error,
         host=run.host,
