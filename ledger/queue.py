@@ -398,5 +398,5 @@ def _run_one(engine: Engine, run_id: int, worker: str, options: WorkerOptions, b
             if session.get(Run, run_id).status == "queued":  # put back: not for this worker
                 skipped.add(run_id)
                 outcome = "left for another worker"
-    say(f"{worker}: {name} {outcome}")
+    say(f"{worker}: {name} {outcome}" + (f" ({summary['error']})" if summary.get("error") else ""))
     return {"name": name, "outcome": outcome, **{k: v for k, v in summary.items() if k in ("val_miou", "metrics")}}

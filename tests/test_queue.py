@@ -97,8 +97,9 @@ def test_four_workers_drain_24_jobs_each_exactly_once(db_url, job_repo, tmp_path
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_job_is_taken_over_and_its_job_finished(seeded_db, job_repo, tmp_path, monkeypatch):
-    db = str(seeded_db)
+@pytest.mark.postgres
+def test_a_worker_killed_mid_job_is_taken_over_and_its_job_finished(db_url, job_repo, tmp_path, monkeypatch):
+    db = db_url
     monkeypatch.setenv("LEDGER_STALE_AFTER", "30")
     names = queue_jobs(2, 3.0, db)
     victim = worker(db, "--name", "victim")
@@ -244,3 +245,29 @@ def test_a_queued_command_row_gets_the_data_folder(seeded_db, job_repo, tmp_path
     assert result.exit_code == 0, result.output
     assert show(db, "on_data")["status"] == "finished"
     assert (tmp_path / "starts.txt.data").read_text() == str(data)
+
+
+def test_a_job_queued_on_other_data_is_left_for_another_worker(seeded_db, tmp_path):
+    from reproduce.demo import make_demo_dataset
+
+    ours = make_demo_dataset(tmp_path / "ours", n_train=4, n_val=2, n_test=1, size=64)
+    theirs = make_demo_dataset(tmp_path / "theirs", n_train=4, n_val=2, n_test=1, size=64, seed=1)
+    queued = ledger("queue", "add", RUN, "--data", str(ours), "--set", "image_size=64", "--no-pretrained",
+                    "--name", "on_ours")
+    assert queued.exit_code == 0, queued.output
+    other = ledger("worker", "--data", str(theirs), "--until-empty", "--quiet", "--poll", "0.1")
+    assert other.exit_code == 0, other.output
+    assert "is not the data on_ours was queued with" in other.stderr and "left for another worker" in other.stderr
+    assert show(str(seeded_db), "on_ours")["status"] == "queued"
+    nowhere = ledger("worker", "--until-empty", "--quiet", "--poll", "0.1")
+    assert "this worker has no --data folder" in nowhere.stderr
+    assert show(str(seeded_db), "on_ours")["status"] == "queued"
+
+
+def test_max_jobs_stops_a_worker_after_that_many(seeded_db, job_repo, tmp_path):
+    db = str(seeded_db)
+    queue_jobs(3, 0.0, db)
+    result = ledger("worker", "--max-jobs", "2", "--quiet", "--poll", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    assert [j["name"] for j in json.loads(result.stdout)["jobs"]] == ["job00", "job01"]
+    assert rows(db)["job02"]["status"] == "queued"
