@@ -11,6 +11,7 @@ SIGTERM forwarded to it. Standard library only; never imports `ledger`.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import platform
@@ -19,10 +20,11 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Mapping, Optional, Sequence
+from typing import IO, Any, Iterator, Mapping, Optional, Sequence
 
 # The largest uncommitted change (diff plus untracked files) a row stores. Beyond it the
 # change is refused: commit it, or ignore what should not travel with the run (data,
@@ -104,6 +106,25 @@ def git_state(cwd: Path, max_change_bytes: int = MAX_CHANGE_BYTES) -> Optional[G
                     dirty=bool(diff or untracked), diff=diff, untracked=untracked)
 
 
+@contextmanager
+def _repo_lock(repo: Path) -> Iterator[None]:
+    """One worktree change at a time per repository: git's own locks make concurrent
+    `worktree add`/`remove` (several workers on one machine) fail rather than wait."""
+    common = _git(repo, "rev-parse", "--git-common-dir", check=False).stdout.strip()
+    folder = (repo / common) if common and not Path(common).is_absolute() else Path(common or repo)
+    try:
+        handle = open(folder / "ledger-worktree.lock", "a+")
+    except OSError:
+        yield  # a read-only repository: nothing to serialise against
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
 def has_commit(repo: Path, commit: str) -> bool:
     """Whether the repository at `repo` is there and holds `commit`."""
     if not Path(repo).is_dir() or repository_root(Path(repo)) is None:
@@ -124,7 +145,8 @@ def worktree(state: GitState, into: Path, repo: Optional[Path] = None) -> Path:
     if _git(source, "cat-file", "-e", f"{state.commit}^{{commit}}", check=False).returncode != 0:
         raise CommandError(f"commit {state.commit[:12]} is not in {source}; fetch it, or pass --repo PATH to a clone "
                            "that has it")
-    _git(source, "worktree", "add", "--detach", "-q", str(into), state.commit)
+    with _repo_lock(source):
+        _git(source, "worktree", "add", "--detach", "-q", str(into), state.commit)
     try:
         if state.diff:
             applied = _git(into, "apply", "--binary", "--whitespace=nowarn", "-", input=state.diff.encode(),
@@ -147,16 +169,21 @@ def worktree(state: GitState, into: Path, repo: Optional[Path] = None) -> Path:
 
 def move_worktree(path: Path, to: Path, repo: Path) -> Path:
     """Move a worktree made by `worktree` to `to` (git keeps track of it); returns `to`."""
-    _git(Path(repo), "worktree", "move", str(path), str(to))
+    with _repo_lock(Path(repo)):
+        _git(Path(repo), "worktree", "move", str(path), str(to))
     return to
 
 
 def remove_worktree(path: Path, repo: Path) -> None:
     """Remove a worktree made by `worktree`, and git's record of it."""
-    _git(Path(repo), "worktree", "remove", "--force", str(path), check=False)
-    if path.exists():
+    if not Path(repo).is_dir():
         shutil.rmtree(path, ignore_errors=True)
-    _git(Path(repo), "worktree", "prune", check=False)
+        return
+    with _repo_lock(Path(repo)):
+        _git(Path(repo), "worktree", "remove", "--force", str(path), check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        _git(Path(repo), "worktree", "prune", check=False)
 
 
 def environment(env_keys: Sequence[str] = ()) -> dict[str, Any]:

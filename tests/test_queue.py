@@ -86,8 +86,9 @@ def test_four_workers_drain_24_jobs_each_exactly_once(db_url, job_repo, tmp_path
     for proc in procs:
         assert proc.wait(timeout=240) == 0, proc.stderr.read().decode(errors="replace")[-2000:]
     ran = starts(tmp_path)
-    assert sorted(ran) == sorted(["base"] + names), "every job ran once, none twice"
     state = rows(db_url)
+    errors = {n: show(db_url, n)["error"] for n in names if state[n]["status"] != "finished"}
+    assert sorted(ran) == sorted(["base"] + names), f"every job ran once, none twice; not finished: {errors}"
     assert all(state[n]["status"] == "finished" for n in names)
     details = [show(db_url, n) for n in names]
     assert all(len(d["attempts"]) == 1 for d in details), "no row was claimed twice"
