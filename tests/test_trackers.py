@@ -175,3 +175,21 @@ def test_a_store_that_is_not_mlflow_is_refused(seeded_db, tmp_path, monkeypatch)
     absent = ledger("import", f"mlflow:sqlite:///{not_a_store}")
     assert absent.exit_code == 1 and "pip install 'ledger[mlflow]'" in absent.stderr
     assert rows() == before
+
+
+def test_an_mlflow_file_store_is_read_too(seeded_db, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    run = client.create_run(client.create_experiment("seg"), run_name="fs1")
+    client.log_param(run.info.run_id, "lr", "0.01")
+    client.log_metric(run.info.run_id, "val_miou", 0.5, step=1)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # ledger allows it itself: it only reads
+    monkeypatch.chdir(tmp_path)
+    result = ledger("import", "mlflow:./mlruns", "--experiment", "seg", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == ["fs1"] and show("fs1")["arguments"] == {"lr": 0.01}
+    missing = ledger("import", "mlflow:./nowhere")
+    assert missing.exit_code == 1 and "no such folder" in missing.stderr

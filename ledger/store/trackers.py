@@ -27,6 +27,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,13 +227,16 @@ def mlflow_runs(uri: str, experiments: Iterable[str] = ()) -> tuple[list[Tracker
         if not folder.is_dir():
             raise LedgerError(f"no MLflow store at {store}: no such folder")
         store = folder.resolve().as_uri()
+        # MLflow 3 keeps its file store in maintenance and refuses it unless asked; reading one
+        # a team already has is what this import is for.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     elif store.startswith("sqlite:///"):
         file = Path(store[len("sqlite:///"):])
         if not file.is_file():
             raise LedgerError(f"no MLflow store at {uri}: no such file {file}")
         _check_mlflow_sqlite(file, uri)
-    client = MlflowClient(tracking_uri=store)
     try:
+        client = MlflowClient(tracking_uri=store)
         known = client.search_experiments(view_type=ViewType.ALL)
     except Exception as exc:  # MLflow raises its own errors for a store it cannot read
         raise LedgerError(f"{uri} is not an MLflow tracking store: {str(exc).splitlines()[0][:200]}") from None
