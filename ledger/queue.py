@@ -324,10 +324,13 @@ def unfit(run: Run, data: Optional[str]) -> Optional[str]:
     return None  # the fingerprint is compared when the job starts (hashing the data is slow)
 
 
-def waiting(engine: Engine) -> int:
-    """Queued rows, locked or not."""
+def waiting(engine: Engine, exclude: Optional[set[int]] = None) -> int:
+    """Queued rows, locked by a claim or not, other than those in `exclude`."""
+    query = select(func.count(Run.id)).where(Run.status == "queued", Run.queue.is_not(None))
+    if exclude:
+        query = query.where(Run.id.not_in(exclude))
     with transaction(engine, write=False) as session:
-        return session.scalar(select(func.count(Run.id)).where(Run.status == "queued", Run.queue.is_not(None))) or 0
+        return session.scalar(query) or 0
 
 
 def work(engine: Engine, options: WorkerOptions, *, say: Optional[Say] = None,
@@ -357,8 +360,7 @@ def work(engine: Engine, options: WorkerOptions, *, say: Optional[Say] = None,
                         say(f"not running {row.name} here: {unfit(row, options.data)}")
                     continue
                 if run_id is None:
-                    left = waiting(engine) - len(skipped)
-                    if options.until_empty and left <= 0:
+                    if options.until_empty and waiting(engine, skipped) == 0:
                         break
                     time.sleep(options.poll_s)
                     continue
