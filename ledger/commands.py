@@ -29,7 +29,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ledger.analysis import DEFAULT_TOL
-from ledger.core import config
 from ledger.core.args import render_arguments
 from ledger.core.argv import parse_argv, set_argument
 from ledger.core.cells import check_name
@@ -39,6 +38,7 @@ from ledger.store.attempts import begin_attempt, end_attempt
 from ledger.store.db import transaction, write_retrying
 from ledger.store.liveness import reap_stale, this_host
 from ledger.store.models import Metric, Run
+from ledger.runs import unique_name, writable_runs_dir
 from ledger.store.sql_reader import get_run
 from reproduce import command as cmd
 from reproduce.command import CommandError, GitState
@@ -62,6 +62,17 @@ class CommandRequest:
     from_run: Optional[str] = None  # `--from RUN`: the row this one follows on, recorded
 
 
+def with_overrides(argv: Sequence[str], overrides: Optional[Mapping[str, Any]]) -> list[str]:
+    """`argv` with each `--set key=value` applied (`ledger.core.argv.set_argument`)."""
+    out = list(argv)
+    for key, value in (overrides or {}).items():
+        try:
+            out = set_argument(out, key, str(value))
+        except ValueError as exc:
+            raise LedgerError(str(exc)) from None
+    return out
+
+
 def has_command(engine: Engine, name: str) -> bool:
     """Whether the row `name` exists and carries a command (the command recipe applies)."""
     with transaction(engine, write=False) as session:
@@ -72,12 +83,7 @@ def planned_command(engine: Engine, name: str, *, overrides: Optional[Mapping[st
     """What `ledger reproduce NAME` would run for a command row; runs nothing."""
     with transaction(engine, write=False) as session:
         command = dict(get_run(session, name).command or {})
-    argv = list(command.get("argv") or [])
-    for key, value in (overrides or {}).items():
-        try:
-            argv = set_argument(argv, key, str(value))
-        except ValueError as exc:
-            raise LedgerError(str(exc)) from None
+    argv = with_overrides(command.get("argv") or [], overrides)
     git = command.get("git") or {}
     where = f"at {git['commit'][:12]}{' plus its uncommitted change' if git.get('dirty') else ''} of {git['root']}" \
         if git else "(not recorded in a git repository: it cannot be rebuilt)"
@@ -127,7 +133,7 @@ def _append(engine: Engine, *, name: Optional[str], argv: Sequence[str], command
         reap_stale(session)
         parent_row = get_run(session, parent) if parent else None
         chosen = check_name(name, "--name") if name is not None else (
-            _unique(session, parent_row.name, "_repro") if parent_row else _default_name(session, argv))
+            unique_name(session, parent_row.name, "_repro") if parent_row else _default_name(session, argv))
         if session.scalar(select(Run.id).where(Run.name == chosen)) is not None:
             raise LedgerError(f"a run named {chosen!r} already exists; pick another --name")
         position = (session.scalar(select(Run.position).order_by(Run.position.desc()).limit(1)) or 0) + 1
@@ -150,25 +156,6 @@ def _append(engine: Engine, *, name: Optional[str], argv: Sequence[str], command
     return write_retrying(engine, work)
 
 
-def _unique(session: Session, base: str, suffix: str) -> str:
-    taken = set(session.scalars(select(Run.name).where(Run.name.like(f"{base}{suffix}%"))))
-    n = 1
-    while f"{base}{suffix}{n}" in taken:
-        n += 1
-    return f"{base}{suffix}{n}"
-
-
-def _runs_root(given: Optional[Path]) -> Path:
-    root = config.runs_dir(given)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LedgerError(f"cannot create the runs folder {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise LedgerError(f"cannot write to the runs folder {root}; pass --runs-dir or set $LEDGER_RUNS_DIR")
-    return root
-
-
 def record_command(engine: Engine, request: CommandRequest, *, say: Optional[Say] = None) -> dict[str, Any]:
     """Append a row for `request.argv`, run it, record what it reported; returns its summary.
 
@@ -183,7 +170,7 @@ def record_command(engine: Engine, request: CommandRequest, *, say: Optional[Say
     if request.from_run:
         with transaction(engine, write=False) as session:
             command["from"] = get_run(session, request.from_run).name
-    runs_root = _runs_root(request.runs_dir)
+    runs_root = writable_runs_dir(request.runs_dir)
     environment = cmd.environment(request.env_keys)
     run_id, name, run_dir = _append(engine, name=request.name, argv=request.argv, command=command,
                                     environment=environment, runs_root=runs_root)
@@ -371,12 +358,7 @@ def reproduce_command(engine: Engine, name: str, *, overrides: Optional[Mapping[
         raise LedgerError(f"{name} was not recorded in a git repository: there is no commit to rebuild its code "
                           "from; run it again from inside one")
     state = GitState.from_json(command["git"])
-    argv = list(command["argv"])
-    for key, value in (overrides or {}).items():
-        try:
-            argv = set_argument(argv, key, str(value))
-        except ValueError as exc:
-            raise LedgerError(str(exc)) from None
+    argv = with_overrides(command.get("argv") or [], overrides)
     current = cmd.environment(command.get("env_keys") or ())
     differences = cmd.environment_differences(recorded_env, current) if recorded_env else []
     if differences and strict_env:
@@ -387,7 +369,7 @@ def reproduce_command(engine: Engine, name: str, *, overrides: Optional[Mapping[
             say(f"environment differs: {line}")
         if len(differences) > 20:
             say(f"environment differs: and {len(differences) - 20} more (ledger show {name} --json has them all)")
-    runs_root = _runs_root(runs_dir)
+    runs_root = writable_runs_dir(runs_dir)
     new_command = {k: v for k, v in command.items() if k not in ("exit_code", "run_dir")}
     new_command["argv"] = argv
     if overrides:
@@ -424,12 +406,7 @@ def queue_command(engine: Engine, name: str, *, overrides: Optional[Mapping[str,
         command = dict(get_run(session, name).command or {})
     if not command.get("git"):
         raise LedgerError(f"{name} was not recorded in a git repository: there is no commit to rebuild its code from")
-    argv = list(command["argv"])
-    for key, value in (overrides or {}).items():
-        try:
-            argv = set_argument(argv, key, str(value))
-        except ValueError as exc:
-            raise LedgerError(str(exc)) from None
+    argv = with_overrides(command.get("argv") or [], overrides)
     state = GitState.from_json(command["git"])
     if not cmd.has_commit(Path(state.root), state.commit):
         raise LedgerError(f"commit {state.commit[:12]} is not in {state.root}: a worker could not rebuild it")
@@ -438,7 +415,7 @@ def queue_command(engine: Engine, name: str, *, overrides: Optional[Mapping[str,
     if overrides:
         new_command["overrides"] = {k: str(v) for k, v in overrides.items()}
     _, row_name, _ = _append(engine, name=new_name, argv=argv, command=new_command, environment={},
-                             runs_root=_runs_root(runs_dir), parent=name)
+                             runs_root=writable_runs_dir(runs_dir), parent=name)
     with transaction(engine) as session:
         row = session.scalar(select(Run).where(Run.name == row_name))
         row.queue = dict(queue or {}) | {"added_at": utcnow().isoformat(), "added_by": this_host()}

@@ -319,7 +319,7 @@ def queue_jobs(engine: Engine, items: list[tuple[Request, ResolvedJob, Optional[
             check_data_dir(data_dir, resolved.job)
             fingerprints[data_dir] = data_fingerprint(data_dir)
         prepared.append((request, resolved, name, data_dir))
-    runs_root = _writable_runs_dir(items[0][0].runs_dir)
+    runs_root = writable_runs_dir(items[0][0].runs_dir)
 
     def append(session: Session) -> list[str]:
         reap_stale(session)
@@ -404,7 +404,7 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
     data_dir = data_dir_for(request.data, job)
     check_data_dir(data_dir, job)
     fingerprint = data_fingerprint(data_dir)
-    runs_root = _writable_runs_dir(request.runs_dir)
+    runs_root = writable_runs_dir(request.runs_dir)
     model = _prepare_model(job)
     check_disk(runs_root, model)
 
@@ -424,7 +424,7 @@ def start(engine: Engine, request: Request, resolved: Optional[ResolvedJob] = No
                    name=new_name, resume=False, progress=progress, keep_last=request.keep_last)
 
 
-def _writable_runs_dir(given: Optional[Path]) -> Path:
+def writable_runs_dir(given: Optional[Path]) -> Path:
     """The runs folder, made if missing; an error before any row is appended if it cannot be written."""
     root = config.runs_dir(given)
     try:

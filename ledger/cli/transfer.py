@@ -40,9 +40,9 @@ def import_cmd(
         if as_json:
             print_json(report.to_dict())
             return
-        from ledger.cli.views import tracker_report_view
+        from ledger.cli.views import import_report_view
 
-        console(stderr=True).print(tracker_report_view(report))
+        console(stderr=True).print(import_report_view(report))
         return
     if experiment:
         raise LedgerError("--experiment chooses MLflow experiments; give an mlflow: source")

@@ -200,36 +200,26 @@ def run_view(details: dict[str, Any]) -> Group:
 
 
 def import_report_view(report: Any) -> Text:
+    """What an import did: a log's (`ImportReport`) or a tracker's (`TrackerReport`)."""
     verb = "would import" if report.dry_run else "imported"
-    text = Text(f"{verb} {report.source}: ")
+    tracker = getattr(report, "tracker", None)
+    text = Text(f"{verb} {report.source}" + (f" ({tracker})" if tracker else "") + ": ")
     text.append(f"{len(report.added)} added", style="green")
     text.append(", ")
     text.append(f"{len(report.changed)} changed", style="yellow")
     text.append(f", {len(report.unchanged)} unchanged")
-    if report.layout != "kept":
+    if tracker:
+        text.append(f", {len(report.skipped)} skipped")
+        text.append("\n  mapped: " + "; ".join(f"{k} -> {v}" for k, v in report.mapped.items()))
+    if getattr(report, "layout", "kept") != "kept":
         text.append(f"; document layout {report.layout}")
-    if report.new_columns:
+    if getattr(report, "new_columns", None):
         text.append(f"; new columns: {', '.join(report.new_columns)}")
     for label, names in (("added", report.added), ("changed", report.changed)):
         for name in names:
             text.append(f"\n  {label}: ")
             text.append(name)
-    return text
-
-
-def tracker_report_view(report: Any) -> Text:
-    verb = "would import" if report.dry_run else "imported"
-    text = Text(f"{verb} {report.source} ({report.tracker}): ")
-    text.append(f"{len(report.added)} added", style="green")
-    text.append(", ")
-    text.append(f"{len(report.changed)} changed", style="yellow")
-    text.append(f", {len(report.unchanged)} unchanged, {len(report.skipped)} skipped")
-    text.append("\n  mapped: " + "; ".join(f"{k} -> {v}" for k, v in report.mapped.items()))
-    for label, names in (("added", report.added), ("changed", report.changed)):
-        for name in names:
-            text.append(f"\n  {label}: ")
-            text.append(name)
-    for item in report.skipped:
+    for item in getattr(report, "skipped", None) or []:
         text.append("\n  skipped: ")
         text.append(f"{item['run']} ({item['why']})")
     return text
