@@ -156,3 +156,26 @@ def test_a_trainer_killed_with_sigkill_is_stale_and_resume_takes_it_over(seeded_
     assert attempts[0]["duration_s"] > 0 and attempts[1]["duration_s"] > 0
     assert shown["duration_s"] == pytest.approx(attempts[0]["duration_s"] + attempts[1]["duration_s"], abs=0.01)
     assert "over 2 attempts" in ledger("show", "killed").stdout
+
+
+def test_a_queued_job_whose_worker_died_is_requeued_until_its_attempt_limit(seeded_db):
+    from ledger.store.liveness import reap_stale
+
+    engine = open_ledger(str(seeded_db))
+    add_running(engine, "requeue_me", pid=gone_pid())
+    add_running(engine, "give_up", pid=gone_pid())
+    with transaction(engine) as session:
+        for name, tries in (("requeue_me", 1), ("give_up", 3)):
+            run = get_run(session, name)
+            run.queue = {"max_attempts": 3}
+            run.attempts = [{"n": n, "outcome": "lost", "started_at": None, "duration_s": 1.0}
+                            for n in range(1, tries)] + [
+                {"n": tries, "outcome": "running", "started_at": datetime.now(timezone.utc).isoformat(),
+                 "duration_s": 0.0}]
+    with transaction(engine) as session:
+        assert sorted(reap_stale(session)) == ["give_up", "requeue_me"]
+    with transaction(engine, write=False) as session:
+        requeued, failed = get_run(session, "requeue_me"), get_run(session, "give_up")
+        assert requeued.status == "queued" and "requeued after attempt 1" in requeued.error
+        assert failed.status == "failed" and failed.error.startswith("gave up after 3 attempts")
+        assert [a["outcome"] for a in failed.attempts] == ["lost", "lost", "lost"]
