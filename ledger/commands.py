@@ -29,6 +29,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ledger.analysis import DEFAULT_TOL
+from ledger.analysis.compare import final_values
 from ledger.core.args import render_arguments
 from ledger.core.argv import parse_argv, set_argument
 from ledger.core.cells import check_name
@@ -296,19 +297,10 @@ def _store_metrics(session: Session, run: Run, records: list[dict[str, Any]]) ->
     run.val_miou = max(miou) if miou else None
 
 
-def final_metrics(run: Run) -> dict[str, float]:
-    """Each metric's value at its last step."""
-    out: dict[str, tuple[int, float]] = {}
-    for metric in run.metrics:
-        if metric.name not in out or metric.step >= out[metric.name][0]:
-            out[metric.name] = (metric.step, metric.value)
-    return {name: value for name, (_, value) in sorted(out.items())}
-
-
 def agreement(run: Run, other: Run, tol: float) -> dict[str, Any]:
     """Whether two command rows' metrics agree: every shared metric's final value within `tol`,
     and whether the whole series are identical."""
-    mine, theirs = final_metrics(run), final_metrics(other)
+    mine, theirs = final_values(run), final_values(other)
     shared = sorted(set(mine) & set(theirs))
     diffs = {k: abs(mine[k] - theirs[k]) for k in shared}
     series = lambda r: sorted((m.name, m.step, m.value) for m in r.metrics)  # noqa: E731
@@ -322,7 +314,7 @@ def command_summary(session: Session, run: Run, *, tol: float = DEFAULT_TOL) -> 
     summary: dict[str, Any] = {
         "name": run.name, "status": run.status, "exit_code": command.get("exit_code"), "argv": command.get("argv"),
         "commit": (command.get("git") or {}).get("commit"), "dirty": (command.get("git") or {}).get("dirty"),
-        "metrics": final_metrics(run), "duration_s": run.duration_s, "run_dir": command.get("run_dir"),
+        "metrics": final_values(run), "duration_s": run.duration_s, "run_dir": command.get("run_dir"),
         "output_log": str(Path(command["run_dir"]) / OUTPUT_LOG) if command.get("run_dir") else None,
         "overrides": command.get("overrides") or {},
     }

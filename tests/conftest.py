@@ -4,7 +4,9 @@ through LEDGER_DB, and a session check fails the run if runs.db changed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -108,6 +110,31 @@ def cli(*args, **kwargs):
     from ledger.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def shown(name: str, *args) -> dict:
+    """`ledger show NAME --json` (with any further options, e.g. --db), which must succeed."""
+    result = cli("show", name, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def step_series(details: dict) -> dict:
+    """A `show --json` run's metrics as {name: [(step, value), ...]}."""
+    return {k: [(p["step"], p["value"]) for p in v] for k, v in details["metrics"].items()}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def new_repo(root: Path) -> Path:
+    """An empty git repository at `root` with a committer configured."""
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    return root
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ metrics, and bad input queues or claims nothing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, git, new_repo, shown
 
 ledger = cli
 RUN = "backbone_b5ns_label_smoothong_normalization"
@@ -30,17 +29,9 @@ ledger.log(step=1, score=1.0)
 '''
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def job_repo(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "jobs"
-    root.mkdir()
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
+    root = new_repo(tmp_path / "jobs")
     (root / "job.py").write_text(JOB)
     git(root, "add", "job.py")
     git(root, "commit", "-qm", "job")
@@ -75,7 +66,7 @@ def rows(db: str) -> dict:
 
 
 def show(db: str, name: str) -> dict:
-    return json.loads(ledger("show", name, "--db", db, "--json").stdout)
+    return shown(name, "--db", db)
 
 
 @pytest.mark.slow
@@ -102,7 +93,7 @@ def test_four_workers_drain_24_jobs_each_exactly_once(db_url, job_repo, tmp_path
 def test_a_worker_killed_mid_job_is_taken_over_and_its_job_finished(db_url, job_repo, tmp_path, monkeypatch):
     db = db_url
     monkeypatch.setenv("LEDGER_STALE_AFTER", "30")
-    names = queue_jobs(2, 3.0, db)
+    queue_jobs(2, 3.0, db)
     victim = worker(db, "--name", "victim")
     try:
         deadline = time.monotonic() + 60

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, git, new_repo, shown as show, step_series as series
 
 ledger = cli
 
@@ -34,27 +34,14 @@ def rows() -> dict:
     return {r["name"]: r for r in json.loads(ledger("list", "--json").stdout)}
 
 
-def show(name: str) -> dict:
-    result = ledger("show", name, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def series(details: dict) -> dict:
-    return {k: [(p["step"], p["value"]) for p in v] for k, v in details["metrics"].items()}
-
-
 @pytest.fixture
 def wandb_project(tmp_path, monkeypatch) -> Path:
     """A git repository whose script logged one offline W&B run under ./wandb."""
     pytest.importorskip("wandb")
-    root = tmp_path / "proj"
-    root.mkdir()
-    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
-        subprocess.run(["git", "-C", str(root), *args], check=True)
+    root = new_repo(tmp_path / "proj")
     (root / "train.py").write_text(SCRIPT)
-    subprocess.run(["git", "-C", str(root), "add", "train.py"], check=True)
-    subprocess.run(["git", "-C", str(root), "commit", "-qm", "x"], check=True)
+    git(root, "add", "train.py")
+    git(root, "commit", "-qm", "x")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_RUN_ID": "run0001a"}
     subprocess.run([sys.executable, "train.py", "--lr", "0.2"], cwd=root, env=env, check=True, capture_output=True)
     monkeypatch.chdir(root)
