@@ -21,8 +21,13 @@ does the same). A row with more cells raises :class:`MarkdownError`: GFM would d
 the extra cells, and in a log they are nearly always notes with an unescaped ``|``,
 so dropping them would lose text silently.
 
-Not handled: tables inside block quotes or list items, and tables whose lines use
-mixed line endings (written back with the header line's ending throughout).
+A document may hold several tables (one per architecture, say): :func:`parse_log` takes
+every table a test accepts, each with the nearest heading above it, and
+:func:`render_log` writes them all back in place.
+
+Not handled: tables inside block quotes or list items, setext (underlined) headings as a
+table's section, and tables whose lines use mixed line endings (written back with the
+header line's ending throughout).
 """
 
 from __future__ import annotations
@@ -34,13 +39,18 @@ from typing import Callable, NamedTuple
 
 __all__ = [
     "Document",
+    "Log",
+    "LogTable",
     "MarkdownError",
     "Table",
     "display_width",
     "escape_cell",
     "find_tables",
+    "last_heading",
     "parse_document",
+    "parse_log",
     "render_document",
+    "render_log",
     "render_table",
     "split_row",
     "unescape_cell",
@@ -87,6 +97,27 @@ class Document:
     after: str
     newline: str = "\n"
     final_newline: bool = True
+
+
+@dataclass
+class LogTable:
+    """One table of a :class:`Log`, the nearest heading above it, and the text after it
+    (up to the next table taken, or the end of the document)."""
+
+    table: Table
+    after: str
+    section: str | None = None
+    line: int = 0  # 1-based line of the header in the document read
+    newline: str = "\n"
+    final_newline: bool = True
+
+
+@dataclass
+class Log:
+    """A Markdown document split around every table it was read for."""
+
+    before: str
+    tables: list[LogTable]
 
 
 # --- cells -----------------------------------------------------------------------
@@ -170,11 +201,13 @@ class _Found(NamedTuple):
     end: int
     lineno: int  # 1-based, of the header line
     lines: list[_Line]
+    heading: str | None  # the text of the nearest ATX heading above the table
 
 
 _LINE = re.compile(r"([^\r\n]*)(\r\n|\r|\n|)")
 _DELIMITER_CELL = re.compile(r":?-+:?")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+_HEADING = re.compile(r" {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
 _BLOCK_START = re.compile(
     r" {0,3}(?:"
     r">"  # block quote
@@ -242,6 +275,7 @@ def _scan(text: str) -> list[_Found]:
     lines = _lines(text)
     found: list[_Found] = []
     fence = None
+    heading = None
     i = 0
     while i < len(lines):
         line = lines[i].text
@@ -252,6 +286,10 @@ def _scan(text: str) -> list[_Found]:
             continue
         fence = _opens_fence(line)
         if fence:
+            i += 1
+            continue
+        if (match := _HEADING.fullmatch(line)) is not None:
+            heading = (match.group(1) or "").strip(_PAD) or None
             i += 1
             continue
         if (
@@ -265,7 +303,7 @@ def _scan(text: str) -> list[_Found]:
                 j += 1
             last = lines[j - 1]
             end = last.offset + len(last.text) + len(last.end)
-            found.append(_Found(lines[i].offset, end, i + 1, lines[i:j]))
+            found.append(_Found(lines[i].offset, end, i + 1, lines[i:j], heading))
             i = j
             continue
         i += 1
@@ -335,6 +373,59 @@ def parse_document(
     raise MarkdownError(
         f"no table with the expected columns: found {len(found)} table(s), the first has: {first}"
     )
+
+
+def last_heading(text: str) -> str | None:
+    """The text of the last ATX heading in ``text`` outside fenced code, as :func:`parse_log`
+    takes a table's section."""
+    heading, fence = None, None
+    for line in _lines(text):
+        if fence:
+            if _closes_fence(line.text, fence):
+                fence = None
+        elif (fence := _opens_fence(line.text)) is None and (match := _HEADING.fullmatch(line.text)):
+            heading = (match.group(1) or "").strip(_PAD) or None
+    return heading
+
+
+def parse_log(text: str, accept: Callable[[list[str]], bool] = lambda headers: True) -> Log:
+    """Split ``text`` around every table whose header cells ``accept`` approves.
+
+    Each table records the nearest ATX heading above it (``### Unet``) as its section;
+    tables not accepted, like all other text, stay in the text between the tables,
+    untouched and unchecked.
+
+    Raises:
+        MarkdownError: no table accepted, or an accepted table is malformed.
+    """
+    found = _scan(text)
+    taken = [f for f in found if accept(split_row(f.lines[0].text))]
+    if not taken:
+        if not found:
+            raise MarkdownError(
+                "no table found: expected a Markdown table (a header row, then a row like | --- | --- |)"
+            )
+        first = " | ".join(split_row(found[0].lines[0].text))
+        raise MarkdownError(
+            f"no table with the expected columns: found {len(found)} table(s), the first has: {first}"
+        )
+    tables = []
+    for k, f in enumerate(taken):
+        stop = taken[k + 1].start if k + 1 < len(taken) else len(text)
+        tables.append(LogTable(table=_build(f), after=text[f.end:stop], section=f.heading, line=f.lineno,
+                               newline=f.lines[0].end, final_newline=bool(f.lines[-1].end)))
+    return Log(before=text[: taken[0].start], tables=tables)
+
+
+def render_log(log: Log) -> str:
+    """The whole document, every table re-rendered in place."""
+    out = [log.before]
+    for part in log.tables:
+        table = render_table(part.table, part.newline)
+        if not part.final_newline:
+            table = table[: -len(part.newline)]
+        out += [table, part.after]
+    return "".join(out)
 
 
 # --- rendering -------------------------------------------------------------------
