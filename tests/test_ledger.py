@@ -131,7 +131,7 @@ def test_failed_import_writes_nothing(seeded_engine, tmp_path):
     nameless.write_text("| Run Name | ETC |\n| --- | --- |\n| fine | a |\n|  | b |\n", encoding="utf-8")
     binary = tmp_path / "binary.md"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    for path, message in [(duplicate, "both name the run"), (no_table, "no experiment table"),
+    for path, message in [(duplicate, "both name the run"), (no_table, "no table of runs"),
                           (nameless, "no run name"), (binary, "not UTF-8"), (tmp_path / "missing.md", "no such file")]:
         with pytest.raises(LedgerError, match=message):
             with transaction(seeded_engine) as session:
@@ -207,13 +207,14 @@ def test_flat_export_imports_back(seeded_engine, engine, tmp_path, fmt, db_url):
         assert strip(flat_records(b)) == strip(flat_records(a))
 
 
-def test_markdown_import_of_free_text_arguments_keeps_them_raw(engine):
+def test_markdown_import_of_free_text_arguments_reads_them_loose_and_keeps_them_raw(engine):
     text = ("| Run Name | Arguments |\n| --- | --- |\n"
             "| odd | loss function=CrossEntropyLoss<br>optimizer=adam(lr=0.001) |\n")
     with transaction(engine) as session:
         import_markdown(session, text, source="odd.md")
     with transaction(engine) as session:
         run = get_run(session, "odd")
-        assert run.args_status == "unparsed" and run.args is None
+        assert run.args_status == "loose"
+        assert run.args == {"loss_function": "CrossEntropyLoss", "optimizer": "adam(lr=0.001)"}
         assert run.args_raw == "loss function=CrossEntropyLoss<br>optimizer=adam(lr=0.001)"
     assert "optimizer=adam(lr=0.001)" in export(engine)

@@ -19,12 +19,17 @@ def import_cmd(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="md|csv|json", help="md, csv or json; default: from the file's extension.")] = None,
     from_: Annotated[Optional[str], typer.Option("--from", metavar="wandb", help="The CSV is W&B's runs table (config columns -> arguments, summary columns -> metrics).")] = None,
     experiment: Annotated[Optional[list[str]], typer.Option("--experiment", metavar="NAME", help="MLflow: import this experiment (repeatable); default: all.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change and write nothing.")] = False,
+    name_column: Annotated[Optional[str], typer.Option("--name-column", metavar="COLUMN", help="The column that names a run, where its header does not say so. A table with no run-name column gets names derived from each row's model, encoder, date and W&B run id.")] = None,
+    args_columns: Annotated[Optional[str], typer.Option("--args-columns", metavar="A,B,...", help="CSV/JSON of another tool: the columns that are arguments; the other columns with no role are kept as extra cells. Default: every column with no other role is an argument.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change and write nothing, not even a new ledger file.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Merge runs into the ledger: a log's rows by run name, a tracker's runs by their run id.
 
+    Every table of runs in a Markdown document is read, each with the heading above it as
+    its section; blank rows are skipped, score columns become metrics, and rows of a
+    table with no run-name column get derived names (the document itself is not changed).
     Importing an updated version of the log (every row the ledger has, plus more)
     also makes it the document that `ledger export` writes. W&B and MLflow runs are
     merged by the tracker's run id: a re-import changes nothing, a run changed upstream is
@@ -36,6 +41,8 @@ def import_cmd(
     if source.startswith("mlflow:") or from_ == "wandb" or path.is_dir():
         from ledger.store.trackers import import_tracker
 
+        if name_column or args_columns:
+            raise LedgerError("--name-column and --args-columns apply to a log file (Markdown, CSV or JSON)")
         report = import_tracker(db, source, csv_from=from_, experiments=experiment or (), dry_run=dry_run)
         if as_json:
             print_json(report.to_dict())
@@ -48,7 +55,8 @@ def import_cmd(
         raise LedgerError("--experiment chooses MLflow experiments; give an mlflow: source")
     from ledger.store.importer import import_into
 
-    report = import_into(db, path, fmt=fmt, dry_run=dry_run)
+    columns = [c.strip() for c in args_columns.split(",") if c.strip()] if args_columns else None
+    report = import_into(db, path, fmt=fmt, dry_run=dry_run, name_column=name_column, args_columns=columns)
     if as_json:
         print_json(report.to_dict())
         return

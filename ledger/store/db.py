@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 # The newest migration in ledger/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0006"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

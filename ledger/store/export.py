@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
 from ledger.core.errors import LedgerError
-from ledger.core.markdown import Document as MdDocument
-from ledger.core.markdown import Table, render_document, split_row
-from ledger.core.cells import DEFAULT_HEADERS, link_label_of, row_cells
+from ledger.core.cells import DEFAULT_HEADERS, link_label_of, metric_name, roles_for, row_cells
+from ledger.core.markdown import Log, LogTable, Table, render_log, split_row
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -67,38 +66,111 @@ NOT_RESULTS = ("failed", "interrupted", "queued", "running")
 
 
 def export_markdown(session: Session, *, include_failed: bool = False) -> str:
-    """The log as a Markdown document: the imported document, with every run as a row
-    (failed, interrupted, queued and running ones only with `include_failed`).
+    """The log as a Markdown document: the imported document, every table in place, with
+    every run as a row of its table (failed, interrupted, queued and running ones only with
+    `include_failed`).
 
-    Rows whose cells are unchanged since import are written exactly as they were read;
-    changed fields and rows added later (reproductions) are rendered in the same style.
+    Rows whose cells are unchanged since import are written exactly as they were read, and
+    blank placeholder rows where they were; changed fields and rows added later
+    (reproductions, in their parent's table; others in the last table) are rendered in
+    the same style.
     """
     from sqlalchemy import select
 
     from ledger.store.models import Document, Run
 
-    layout = session.scalars(select(Document)).first()
-    if layout is None:
-        layout = Document(
-            before="", after="", headers=list(DEFAULT_HEADERS), aligns=["---"] * len(DEFAULT_HEADERS),
-            aligned=True, newline="\n", final_newline=True,
-        )
-    headers = list(layout.headers)
+    document = session.scalars(select(Document)).first()
     query = select(Run).order_by(Run.position, Run.id)
     if not include_failed:
         query = query.where(Run.status.is_(None) | Run.status.not_in(NOT_RESULTS))
     runs = list(session.scalars(query))
-    label = link_label_of([r.cells for r in runs if r.cells], headers)
-    table = Table(headers=headers, aligns=list(layout.aligns), aligned=layout.aligned,
-                  header_line=layout.header_line, align_line=layout.align_line)
+    if document is None:
+        layouts, before = [_default_layout(runs)], ""
+    else:
+        layouts, before = document_tables(document), document.before
+    parts = []
+    for layout, members in zip(layouts, _by_table(session, runs, len(layouts))):
+        parts.append(_render_part(layout, members))
+    return render_log(Log(before=before, tables=parts))
+
+
+def document_tables(document: Any) -> list[dict[str, Any]]:
+    """The layout of each table of the exported document (one, for a ledger from before
+    documents kept every table)."""
+    if document.tables:
+        return list(document.tables)
+    return [{
+        "headers": list(document.headers), "aligns": list(document.aligns), "aligned": document.aligned,
+        "header_line": document.header_line, "align_line": document.align_line, "after": document.after,
+        "section": None, "newline": document.newline, "final_newline": document.final_newline,
+        "name_column": None, "blanks": [],
+    }]
+
+
+def _by_table(session: Session, runs: list[Any], count: int) -> list[list[Any]]:
+    """The runs of each table: where they were imported, else their parent's, else the last."""
+    from sqlalchemy import select
+
+    from ledger.store.models import Run
+
+    parents = {r.parent_id for r in runs if r.table_index is None and r.parent_id is not None}
+    place = {id_: index for id_, index in session.execute(select(Run.id, Run.table_index).where(Run.id.in_(parents)))}
+    tables: list[list[Any]] = [[] for _ in range(count)]
     for run in runs:
-        cells = row_cells(run, headers, link_label=label)
+        index = run.table_index if run.table_index is not None else place.get(run.parent_id)
+        if index is None or not 0 <= index < count:
+            index = count - 1
+        tables[index].append(run)
+    return tables
+
+
+def _render_part(layout: dict[str, Any], runs: list[Any]) -> LogTable:
+    headers = list(layout["headers"])
+    label = link_label_of([r.cells for r in runs if r.cells], headers)
+    table = Table(headers=headers, aligns=list(layout["aligns"]), aligned=layout["aligned"],
+                  header_line=layout["header_line"], align_line=layout["align_line"])
+    blanks = list(layout.get("blanks") or [])
+    names = {run.name for run in runs}
+    empty = [""] * len(headers)
+
+    def add(cells: list[str], line: Optional[str]) -> None:
         table.rows.append(cells)
-        line = run.row_line if run.row_line is not None and split_row(run.row_line) == cells else None
-        table.row_lines.append(line)
-    doc = MdDocument(before=layout.before, table=table, after=layout.after,
-                     newline=layout.newline, final_newline=layout.final_newline)
-    return render_document(doc)
+        table.row_lines.append(line if line is not None and split_row(line) == cells else None)
+
+    for run in runs:
+        for blank in blanks:
+            if blank["before"] == run.name:
+                add(list(empty), blank["line"])
+        add(row_cells(run, headers, link_label=label, name_column=layout.get("name_column")), run.row_line)
+    for blank in blanks:  # trailing placeholders, and those whose next row is gone
+        if blank["before"] is None or blank["before"] not in names:
+            add(list(empty), blank["line"])
+    return LogTable(table=table, after=layout["after"], section=layout.get("section"),
+                    newline=layout["newline"], final_newline=layout["final_newline"])
+
+
+def _default_layout(runs: list[Any]) -> dict[str, Any]:
+    """The table of a ledger with no document (filled from CSV, JSON or trackers): the seed
+    log's columns, then a column for every other field a run holds a value in."""
+    headers = list(DEFAULT_HEADERS)
+    covered = set(roles_for(headers))
+    for run in runs:
+        for header in run.cells or {}:
+            role = roles_for([header])[0]
+            if header not in headers and (role is None or role == "score" or role not in covered):
+                headers.append(header)
+                covered.add(role)
+    if "lb" not in covered and any(run.lb_miou is not None for run in runs):
+        headers.append("LB score")
+    known = {metric_name(h) for h, role in zip(headers, roles_for(headers)) if role in ("score", "lb")}
+    for run in runs:
+        for metric in run.scores or {}:
+            if metric not in known:
+                headers.append(metric)
+                known.add(metric)
+    return {"headers": headers, "aligns": ["---"] * len(headers), "aligned": True, "header_line": None,
+            "align_line": None, "after": "", "section": None, "newline": "\n", "final_newline": True,
+            "name_column": None, "blanks": []}
 
 
 # The flat export's columns, in order, and the runs column each is read from (None: the

@@ -14,7 +14,7 @@ from ledger.core.clock import utcnow
 # strings (the columns are VARCHAR(16)); the Literals say which strings the code writes.
 Kind = Literal["logged", "reproduction", "ensemble"]
 Status = Literal["queued", "running", "finished", "failed", "interrupted"]
-ArgsStatus = Literal["ok", "none", "unparsed"]
+ArgsStatus = Literal["ok", "loose", "none", "unparsed"]
 
 
 class Base(DeclarativeBase):
@@ -81,6 +81,15 @@ class Run(Base):
     tracker_id: Mapped[Optional[str]] = mapped_column(String(255), index=True, unique=True)
     # A row on the queue (`ledger.queue`): max attempts, sweep, cancel request; migration 0004.
     queue: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+
+    # Any team's log (migration 0006): which table of the document a row came from and the
+    # heading above it; its score columns as metrics ({metric: number or None}); whether its
+    # name was derived from its cells (the table has no run-name column); its date as ISO.
+    table_index: Mapped[Optional[int]] = mapped_column(Integer)
+    section: Mapped[Optional[str]] = mapped_column(String(255), index=True)
+    scores: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    name_derived: Mapped[bool] = mapped_column(default=False)
+    date_iso: Mapped[Optional[str]] = mapped_column(String(10), index=True)
 
     parent: Mapped[Optional["Run"]] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list["Run"]] = relationship(back_populates="parent", passive_deletes=True)
@@ -164,6 +173,10 @@ class Document(Base):
     align_line: Mapped[Optional[str]] = mapped_column(Text)
     newline: Mapped[str] = mapped_column(String(2), default="\n")
     final_newline: Mapped[bool] = mapped_column(default=True)
+    # Every table of the document, in order (migration 0006): each one's layout (headers,
+    # aligns, aligned, header_line, align_line), the text after it, its section, line ending,
+    # name column, and its blank placeholder rows. The columns above describe the first.
+    tables: Mapped[Optional[list[Any]]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.core.cells import metric_kind, metric_name
 from ledger.store.liveness import shown_status, stale_reason
 
 
@@ -45,6 +46,8 @@ def run_summary(run: Any) -> dict[str, Any]:
         "lb_miou": run.lb_miou,
         "val_miou": run.val_miou,
         "lb_val_miou": run.lb_val_miou,
+        "section": run.section,
+        "scores": dict(run.scores or {}),  # the log's score columns: {metric: number or None}
         "arguments": run.args,
         "notes": run.notes,
         "links": list(run.links or []),
@@ -74,6 +77,9 @@ def run_details(run: Any) -> dict[str, Any]:
         updated_at=run.updated_at.isoformat() if run.updated_at else None,
         source=run.source,
         source_row=run.source_row,
+        name_derived=bool(run.name_derived),
+        date_iso=run.date_iso,
+        score_kinds={metric: metric_kind(metric) for metric in run.scores or {}},
         extra_columns=_extra_columns(run),
         job=run.job,
         job_hash=run.job_hash,
@@ -96,9 +102,12 @@ def run_details(run: Any) -> dict[str, Any]:
 
 
 def _extra_columns(run: Any) -> dict[str, str]:
-    from ledger.core.cells import header_role  # `ledger show` needs it, `ledger list` does not
+    """The cells of the run's row in columns with no role (score columns are its scores)."""
+    from ledger.core.cells import header_role, is_score_header  # `ledger show` needs them, `ledger list` does not
 
-    return {h: v for h, v in (run.cells or {}).items() if header_role(h) is None}
+    scores = run.scores or {}
+    return {h: v for h, v in (run.cells or {}).items()
+            if header_role(h) is None and not (is_score_header(h) and metric_name(h) in scores)}
 
 
 def _metric_series(run: Any) -> dict[str, list[dict[str, Any]]]:
