@@ -26,21 +26,37 @@ def fmt_score(value: Optional[float]) -> Text:
     return Text("—", style="dim") if value is None else Text(f"{value:.4f}")
 
 
+# `ledger list` shows at most this many of the log's score columns (all are in --json).
+LISTED_SCORES = 4
+
+
 def runs_table(rows: Iterable[tuple[AnyRun, int]]) -> Table:
+    """The runs, with a Section column where they come from several tables and a column for
+    each of the first score columns their log has."""
+    rows = list(rows)
+    sections = {run.section for run, _ in rows}
+    scores = list(dict.fromkeys(metric for run, _ in rows for metric in run.scores or {}))[:LISTED_SCORES]
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    if len(sections) > 1:
+        table.add_column("Section", overflow="fold")
     table.add_column("Date", no_wrap=True)
-    table.add_column("Run", overflow="fold")
+    longest = max((len(run.name) + 2 * depth for run, depth in rows), default=3)
+    table.add_column("Run", overflow="fold", min_width=min(longest, 24) if scores or len(sections) > 1 else None)
     table.add_column("Model", overflow="fold")
     table.add_column("LB mIoU", justify="right", no_wrap=True)
     table.add_column("val mIoU", justify="right", no_wrap=True)
+    for metric in scores:
+        table.add_column(Text(metric), justify="right", no_wrap=True)
     table.add_column("Status", no_wrap=True)
     for run, depth in rows:
         name = Text("  " * (depth - 1) + "└ " if depth else "")
         name.append(run.name, style="cyan" if run.kind == "reproduction" else "")
         shown = shown_status(run)
         status = Text(shown or "", style=_STATUS_STYLE.get(shown or "", ""))
-        table.add_row(Text(run.date or ""), name, Text(run.model or ""), fmt_score(run.lb_miou),
-                      fmt_score(run.val_miou), status)
+        cells = [Text(run.section or "")] if len(sections) > 1 else []
+        cells += [Text(run.date or ""), name, Text(run.model or ""), fmt_score(run.lb_miou), fmt_score(run.val_miou)]
+        cells += [fmt_score((run.scores or {}).get(metric)) for metric in scores]
+        table.add_row(*cells, status)
     return table
 
 
@@ -135,7 +151,10 @@ def run_view(details: dict[str, Any]) -> Group:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
-    for label, key in (("Date", "date"), ("Model", "model"), ("Status", "status"), ("LB mIoU", "lb_miou"),
+    if details.get("name_derived"):
+        head.append("  (name derived from the row's cells: its table has no run-name column)", style="dim")
+    for label, key in (("Section", "section"), ("Date", "date"), ("Model", "model"), ("Status", "status"),
+                       ("LB mIoU", "lb_miou"),
                        ("val mIoU", "val_miou"), ("val mIoU (LB metric)", "lb_val_miou"), ("Job hash", "job_hash"),
                        ("Duration (s)", "duration_s"), ("Checkpoint", "checkpoint_path"), ("Error", "error"),
                        ("Stale", "stale_reason"),
@@ -159,6 +178,10 @@ def run_view(details: dict[str, Any]) -> Group:
         facts.add_row("Reproduced by", Text(child))
     if details.get("tags"):
         facts.add_row("Tags", Text(", ".join(details["tags"])))
+    kinds = details.get("score_kinds") or {}
+    for metric, value in (details.get("scores") or {}).items():
+        shown = "— (no number in the cell)" if value is None else f"{value:g}"
+        facts.add_row(Text(metric), Text(f"{shown}  ({kinds.get(metric, 'score')})"))
     for header, value in (details.get("extra_columns") or {}).items():
         facts.add_row(Text(header), Text(value))
     parts.append(facts)
@@ -222,7 +245,31 @@ def import_report_view(report: Any) -> Text:
     for item in getattr(report, "skipped", None) or []:
         text.append("\n  skipped: ")
         text.append(f"{item['run']} ({item['why']})")
+    for table in getattr(report, "tables", None) or []:
+        _table_report(text, table)
     return text
+
+
+def _table_report(text: Text, table: Any) -> None:
+    """One table of an import: its runs, skipped rows, derived names, columns and argument cells."""
+    where = f"table at line {table.line}" + (f" ({table.section})" if table.section else "")
+    text.append(f"\n  {where}: {len(table.runs)} runs: {table.added} added, {table.changed} changed, "
+                f"{table.unchanged} unchanged")
+    if table.skipped:
+        reasons: dict[str, int] = {}
+        for item in table.skipped:
+            reasons[item["why"]] = reasons.get(item["why"], 0) + 1
+        text.append(", skipped " + ", ".join(f"{n} {why}" for why, n in reasons.items()))
+    if table.derived_names:
+        text.append(f"; {table.derived_names} names derived from the cells")
+    text.append("\n    columns: " + "; ".join(f"{h} -> {role}" for h, role in table.columns.items()))
+    if table.arguments:
+        forms = f" ({', '.join(f'{n} {form}' for form, n in table.forms.items())})" if table.forms else ""
+        text.append("\n    argument cells: " + ", ".join(f"{n} {status}" for status, n in table.arguments.items())
+                    + forms)
+    if table.unread_dates:
+        text.append("\n    dates kept as text (not a date): " + ", ".join(table.unread_dates[:5])
+                    + (f" and {len(table.unread_dates) - 5} more" if len(table.unread_dates) > 5 else ""))
 
 
 _SOURCE_STYLE = {"recorded": "green", "code-state": "cyan", "notes": "magenta", "default": "dim", "override": "yellow"}

@@ -22,8 +22,14 @@ from ledger.core.errors import LedgerError
 # Fields a filter or sort can name directly; anything else is a parsed argument.
 COLUMN_NAMES = (
     "name", "date", "model", "kind", "status", "lb_miou", "val_miou", "lb_val_miou", "args_status",
-    "job_hash", "created_at", "position",
+    "job_hash", "created_at", "position", "section",
 )
+# `date` compares as a date (the column `date_iso`, which import reads from the cell as
+# written); `date~05` looks in the cell's text.
+DATES = {"date": "date_iso"}
+# A log's score columns are metrics in the JSON column `scores`: `--where miou_latest>0.37`,
+# or `scores.miou_latest` where an argument has the same name.
+SCORES_PREFIX = "scores."
 ALIASES = {"lb": "lb_miou", "val": "val_miou", "score": "lb_miou"}
 # The columns' types, as ledger.store.models declares them (a test keeps the two in step;
 # this layer does not import SQLAlchemy).
@@ -35,7 +41,7 @@ OPERATORS = ("=", "!=", ">", ">=", "<", "<=", "~")
 TAG_KEYS = ("tag", "tags")
 
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*(>=|<=|!=|==|=|>|<|~)\s*(.*?)\s*$")
-_SORT_ARG = re.compile(r"(args\.)?[A-Za-z_][A-Za-z0-9_]*")
+_SORT_ARG = re.compile(r"(args\.|scores\.)?[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,12 @@ class Condition:
 
     @property
     def arg_key(self) -> str:
-        return self.key[len("args."):] if self.key.startswith("args.") else self.key
+        return self.key.split(".", 1)[1] if self.key.startswith(("args.", SCORES_PREFIX)) else self.key
+
+    @property
+    def field(self) -> str:
+        """The JSON column a key that is not a column names: "args" or "scores"."""
+        return "scores" if self.key.startswith(SCORES_PREFIX) else "args"
 
 
 def parse_where(expr: str) -> Condition:
@@ -82,6 +93,7 @@ class Predicate:
     read_as: Optional[str]
     op: str
     value: Any
+    field: str = "args"  # the JSON column holding `arg_key`: "args", or "scores" for a log's score columns
 
 
 def predicate(cond: Condition) -> Predicate:
@@ -96,6 +108,8 @@ def predicate(cond: Condition) -> Predicate:
         if cond.op not in ("=", "!=", "~"):
             raise LedgerError(f"{cond.key}: a tag can only be compared with =, != or ~")
         return Predicate(None, None, "tag", cond.op, str(value))
+    if column in DATES and cond.op != "~" and value is not None:
+        return Predicate(DATES[column], None, None, cond.op, _as_date(cond.key, value))
     if column is not None:
         if cond.op == "~":
             return Predicate(column, None, "string" if column in NOT_TEXT else None, "~", str(value))
@@ -111,7 +125,13 @@ def predicate(cond: Condition) -> Predicate:
             return Predicate(column, None, None, cond.op, _as_time(cond.key, value))
         return Predicate(column, None, None, cond.op, str(value))
 
-    key = cond.arg_key
+    key, field = cond.arg_key, cond.field
+    if field == "scores":
+        if value is None and cond.op in ("=", "!="):
+            return Predicate(None, key, "float", cond.op, None, field)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise LedgerError(f"{cond.key} is a score; compare it with a number (or None for a cell with none)")
+        return Predicate(None, key, "float", cond.op, _as_float(cond.key, value), field)
     if cond.op == "~":
         return Predicate(None, key, "string", "~", str(value))
     if isinstance(value, bool):
@@ -123,6 +143,15 @@ def predicate(cond: Condition) -> Predicate:
     if value is None:
         raise LedgerError(f"{cond.key}: comparing an argument with None is not supported; use ~ or a value")
     return Predicate(None, key, "string", cond.op, str(value))
+
+
+def _as_date(key: str, value: Any) -> str:
+    from ledger.core.cells import parse_date
+
+    iso = parse_date(str(value))
+    if iso is None:
+        raise LedgerError(f"{key} is a date (e.g. 2021-05-03); cannot compare it with {value!r}")
+    return iso
 
 
 def _as_time(key: str, value: Any) -> datetime:
@@ -147,6 +176,7 @@ class SortKey:
     column: Optional[str]
     arg_key: Optional[str]
     descending: bool
+    field: str = "args"  # as in Predicate
 
 
 def sort_key(key: str) -> SortKey:
@@ -155,8 +185,10 @@ def sort_key(key: str) -> SortKey:
     name = key.lstrip("-+")
     name = ALIASES.get(name, name)
     if name in COLUMN_NAMES:
-        return SortKey(name, None, descending)
+        return SortKey(DATES.get(name, name), None, descending)
     if _SORT_ARG.fullmatch(name):
+        if name.startswith(SCORES_PREFIX):
+            return SortKey(None, name.removeprefix(SCORES_PREFIX), descending, "scores")
         return SortKey(None, name.removeprefix("args."), descending)
     raise LedgerError(f"cannot sort by {key!r}; use a column ({', '.join(COLUMN_NAMES)}) or an argument name")
 
@@ -171,6 +203,12 @@ class KeyProbe(Protocol):
     def argument_keys(self) -> list[str]:
         """Every argument key any run records."""
 
+    def has_score(self, key: str) -> bool:
+        """Whether any run has the score `key` (a metric of its log's score columns)."""
+
+    def score_keys(self) -> list[str]:
+        """Every score metric any run has."""
+
 
 _KIND_OF = {bool: "boolean", int: "number", float: "number", str: "text"}
 
@@ -182,7 +220,7 @@ def checked_condition(cond: Condition, probe: KeyProbe) -> Condition:
         return cond
     key = _known_key(cond.key, probe)
     cond = Condition(key, cond.op, cond.value)
-    if cond.column is not None or cond.op == "~" or cond.value is None:
+    if cond.column is not None or cond.op == "~" or cond.value is None or cond.field == "scores":
         return cond
     kind = _KIND_OF.get(type(cond.value))
     if kind is not None and not probe.has_argument(cond.arg_key, (kind,)):
@@ -204,17 +242,28 @@ def checked_sort(key: str, probe: KeyProbe) -> str:
 
 
 def _known_key(key: str, probe: KeyProbe) -> str:
-    arg = key[len("args."):] if key.startswith("args.") else key
-    if probe.has_argument(arg):
-        return key
+    """The key as the ledger spells it: an argument, else a score (`scores.` + metric)."""
+    if key.startswith(SCORES_PREFIX):
+        metric = key[len(SCORES_PREFIX):]
+        if probe.has_score(metric):
+            return key
+        arg = metric
+    else:
+        arg = key[len("args."):] if key.startswith("args.") else key
+        if probe.has_argument(arg):
+            return key
+        if not key.startswith("args.") and probe.has_score(arg):
+            return SCORES_PREFIX + arg
     keys = probe.argument_keys()
+    scores = probe.score_keys()
     columns = [*COLUMN_NAMES, *ALIASES, *TAG_KEYS]
     same = [k for k in dict.fromkeys([*columns, *keys]) if k.lower() == key.lower() or k.lower() == arg.lower()]
+    same += [SCORES_PREFIX + k for k in scores if k.lower() == arg.lower() and k not in keys]
     if len(same) == 1:
         return same[0]
-    close = closest_names(arg, [*columns, *keys])
+    close = closest_names(arg, [*columns, *keys, *scores])
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise LedgerError(f"no run has the key {key!r}: it is neither a column nor a recorded argument{hint}")
+    raise LedgerError(f"no run has the key {key!r}: it is neither a column, a recorded argument nor a score{hint}")
 
 
 # Columns `--search` looks in; shorter texts than the trigram index can find are looked up with LIKE.

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ledger.core.filters import (
     COLUMN_NAMES,
+    DATES,
     SEARCH_COLUMNS,
     SEARCH_INDEX,
     SEARCH_MIN_INDEXED,
@@ -32,9 +33,9 @@ from ledger.core.filters import (
     unknown_run,
 )
 from ledger.store.models import Metric, Run, Tag
-from ledger.store.sqlite_reader import ARGUMENT_KEYS_SQL, JSON_KINDS, json_path
+from ledger.store.sqlite_reader import ARGUMENT_KEYS_SQL, JSON_KINDS, SCORE_KEYS_SQL, json_path
 
-COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in COLUMN_NAMES}
+COLUMNS: dict[str, Any] = {name: getattr(Run, name) for name in (*COLUMN_NAMES, *DATES.values())}
 
 
 def _compare(expr: Any, op: str, value: Any) -> ColumnElement[bool]:
@@ -53,10 +54,10 @@ def _compare(expr: Any, op: str, value: Any) -> ColumnElement[bool]:
     raise AssertionError(op)
 
 
-def _target(column: Optional[str], arg_key: Optional[str], read_as: Optional[str]) -> Any:
+def _target(column: Optional[str], arg_key: Optional[str], read_as: Optional[str], field: str = "args") -> Any:
     if column is not None:
         return cast(COLUMNS[column], String) if read_as == "string" else COLUMNS[column]
-    element = Run.args[arg_key]
+    element = (Run.scores if field == "scores" else Run.args)[arg_key]
     if read_as == "boolean":
         return element.as_boolean()
     if read_as == "string":
@@ -70,7 +71,7 @@ def render_predicate(pred: Predicate) -> ColumnElement[bool]:
         test = Tag.tag.contains(pred.value, autoescape=True) if pred.op == "~" else Tag.tag == pred.value
         has = Run.tags.any(test)
         return ~has if pred.op == "!=" else has
-    expr = _target(pred.column, pred.arg_key, pred.read_as)
+    expr = _target(pred.column, pred.arg_key, pred.read_as, pred.field)
     if pred.op == "~":
         return expr.contains(pred.value, autoescape=True)
     if pred.value is None:
@@ -85,7 +86,7 @@ def compile_condition(cond: Condition) -> ColumnElement[bool]:
 def sort_expression(key: str) -> Any:
     """`lb_miou` ascending, `-lb_miou` descending; parsed arguments sort numerically."""
     parsed: SortKey = sort_key(key)
-    expr = _target(parsed.column, parsed.arg_key, None if parsed.column else "float")
+    expr = _target(parsed.column, parsed.arg_key, None if parsed.column else "float", parsed.field)
     expr = expr.desc() if parsed.descending else expr.asc()
     return expr.nulls_last()
 
@@ -120,6 +121,20 @@ class ArgumentProbe:
             query = select(func.json_object_keys(Run.args)).where(func.json_typeof(Run.args) == "object").distinct()
             return list(self.session.scalars(query))
         return list(self.session.scalars(text(ARGUMENT_KEYS_SQL)))
+
+    def has_score(self, key: str) -> bool:
+        if self.dialect == "postgresql":
+            test = func.json_typeof(Run.scores[key]).is_not(None)
+        else:
+            test = func.json_type(Run.scores, json_path(key)).is_not(None)
+        return self.session.scalar(select(literal(1)).select_from(Run).where(test).limit(1)) is not None
+
+    def score_keys(self) -> list[str]:
+        if self.dialect == "postgresql":
+            query = (select(func.json_object_keys(Run.scores))
+                     .where(func.json_typeof(Run.scores) == "object").distinct())
+            return list(self.session.scalars(query))
+        return list(self.session.scalars(text(SCORE_KEYS_SQL)))
 
 
 def search_clause(session: Session, wanted: str) -> ColumnElement[bool]:

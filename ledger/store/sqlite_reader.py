@@ -46,7 +46,7 @@ TagName = namedtuple("TagName", "tag")
 
 # The columns `ledger list` shows and nests by; each is a column of the runs table.
 SUMMARY_COLUMNS = ("id", "parent_id", "position", "name", "date", "model", "kind", "status", "lb_miou", "val_miou",
-                   "lb_val_miou", "host", "pid", "heartbeat_at", "args", "notes", "links")
+                   "lb_val_miou", "host", "pid", "heartbeat_at", "args", "notes", "links", "section", "scores")
 RunSummary = namedtuple("RunSummary", SUMMARY_COLUMNS + ("parent",))
 RunSummary.__doc__ = "A run as `ledger list` reads it: the columns it shows and its parent."
 
@@ -96,11 +96,12 @@ def like_escape(text: str) -> str:
     return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
-def _target_sql(column: Optional[str], arg_key: Optional[str], read_as: Optional[str]) -> tuple[str, list[Any]]:
+def _target_sql(column: Optional[str], arg_key: Optional[str], read_as: Optional[str],
+                field: str = "args") -> tuple[str, list[Any]]:
     if column is not None:
         return (f"CAST(r.{column} AS {_CAST[read_as]})" if read_as else f"r.{column}"), []
-    assert arg_key is not None and read_as is not None
-    return f"CAST(json_extract(r.args, ?) AS {_CAST[read_as]})", [json_path(arg_key)]
+    assert arg_key is not None and read_as is not None and field in ("args", "scores")
+    return f"CAST(json_extract(r.{field}, ?) AS {_CAST[read_as]})", [json_path(arg_key)]
 
 
 def where_sql(pred: Predicate) -> tuple[str, list[Any]]:
@@ -110,7 +111,7 @@ def where_sql(pred: Predicate) -> tuple[str, list[Any]]:
         value = like_escape(pred.value) if pred.op == "~" else pred.value
         exists = f"EXISTS (SELECT 1 FROM tags AS t WHERE t.run_id = r.id AND {test})"
         return ("NOT " + exists if pred.op == "!=" else exists), [value]
-    expr, params = _target_sql(pred.column, pred.arg_key, pred.read_as)
+    expr, params = _target_sql(pred.column, pred.arg_key, pred.read_as, pred.field)
     if pred.op == "~":
         return f"{expr} LIKE '%' || ? || '%' ESCAPE '/'", [*params, like_escape(pred.value)]
     if pred.value is None:
@@ -133,6 +134,8 @@ def sqlite_time(value: datetime) -> str:
 # every argument key of every run (both read paths use these on SQLite).
 JSON_KINDS = {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)}
 ARGUMENT_KEYS_SQL = "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'"
+SCORE_KEYS_SQL = ("SELECT DISTINCT j.key FROM runs, json_each(runs.scores) AS j"
+                  " WHERE runs.scores IS NOT NULL AND json_type(runs.scores) = 'object'")
 
 
 class ArgumentProbe:
@@ -152,9 +155,16 @@ class ArgumentProbe:
     def argument_keys(self) -> list[str]:
         return [k for (k,) in self.conn.execute(ARGUMENT_KEYS_SQL)]
 
+    def has_score(self, key: str) -> bool:
+        sql = "SELECT 1 FROM runs WHERE json_type(scores, ?) IS NOT NULL LIMIT 1"
+        return self.conn.execute(sql, [json_path(key)]).fetchone() is not None
+
+    def score_keys(self) -> list[str]:
+        return [k for (k,) in self.conn.execute(SCORE_KEYS_SQL)]
+
 
 def order_sql(key: SortKey) -> tuple[str, list[Any]]:
-    expr, params = _target_sql(key.column, key.arg_key, None if key.column else "float")
+    expr, params = _target_sql(key.column, key.arg_key, None if key.column else "float", key.field)
     return f"{expr} {'DESC' if key.descending else 'ASC'} NULLS LAST", params
 
 
