@@ -120,7 +120,7 @@ def test_every_seed_row_parses_to_its_expected_dict(row, cell, expected):
     if expected is None:
         assert parsed == ParsedArguments("none", None, None)
     else:
-        assert parsed.status == "ok", parsed.error
+        assert (parsed.status, parsed.form) == ("ok", "namespace"), parsed.error
         assert parsed.error is None
         assert strict(parsed.values) == strict(expected)
         assert parsed.values == expected
@@ -161,7 +161,7 @@ def test_seed_row_8_item_without_br_parses():
 )
 def test_log_variants_parse_to_the_same_dict(cell):
     parsed = parse_arguments(cell)
-    assert parsed.status == "ok", parsed.error
+    assert (parsed.status, parsed.form) == ("ok", "namespace"), parsed.error
     assert strict(parsed.values) == strict({"batch_size": 8, "lr": 5e-05, "run_name": "a b"})
 
 
@@ -171,7 +171,7 @@ def test_no_arguments(cell):
 
 
 def test_empty_namespace_is_ok_and_empty():
-    assert parse_arguments("Namespace()") == ParsedArguments("ok", {}, None)
+    assert parse_arguments("Namespace()") == ParsedArguments("ok", {}, None, "namespace")
 
 
 def test_values_are_python_literals():
@@ -203,45 +203,60 @@ def test_br_and_commas_inside_a_string_belong_to_the_value():
 
 def test_br_inside_brackets_does_not_join_numbers():
     assert parse_arguments("sizes=[1,<br>2]").values == {"sizes": [1, 2]}
-    assert parse_arguments("sizes=[1<br>2]").status == "unparsed"
+    # Not a literal, so only the loose form reads it, and it keeps the text.
+    parsed = parse_arguments("sizes=[1<br>2]")
+    assert parsed == ParsedArguments("loose", {"sizes": "[1<br>2]"}, None, "lines")
 
 
 @pytest.mark.parametrize(
     ("cell", "reason"),
     [
-        (
-            "loss function=CrossEntropyLoss<br>optimizer=adam(lr=0.001)",
-            "expected key=value at column 1",
-        ),
-        ("lr 0.1, bs 8", "expected key=value at column 1"),
-        ("lr=0.1, bs 8", "expected key=value at column 9"),
-        ("optimizer=adam(lr=0.001)", "'optimizer' is not a Python literal"),
-        ("criterion=focal", "'criterion' is not a Python literal"),
-        ("x=__import__('os').system('true')", "'x' is not a Python literal"),
+        ("lr=0.1, bs 8", "as namespace: expected key=value at column 9"),
+        ("lr=0.1, bs 8", "as lines: 'bs 8' is not key=value or key: value at column 9"),
         ("lr=0.1, <br>lr=0.2", "duplicate key 'lr' at column 13"),
-        ("=0.1", "expected key=value"),
         ("lr=, bs=8", "missing value for 'lr'"),
-        ("lr=0.1, ,bs=8", "expected key=value at column 9"),
         ("run_name='abc, <br>lr=0.1", "unterminated string at column 10"),
         ("milestones=[10, 20, <br>lr=0.1", "unclosed '['"),
         ("milestones=[10, 20), lr=0.1", "expected ']', found ')'"),
         ("lr=0.1]", "expected ',' between items"),
-        ("batch_size=8 <br>lr=0.1", "expected ',' between items"),
-        ("lr=0.1 0.2", "'lr' is not a Python literal"),
         ("1lr=0.1", "'1lr' is not an identifier"),
-        ("learning-rate=0.1", "expected key=value"),
         ("lr=0.1)) extra", "unexpected text after ')'"),
         ("lr=0.1) seed=1", "unexpected text after ')'"),
-        ("lr=0.1 # tuned by hand", "unexpected '#' at column 8"),
-        ("adam, lr=0.001", "expected key=value at column 1"),
-        ("lr=inf", "'lr' is not a Python literal"),
+        # Not the namespace form at all: only the other forms' reasons are given.
+        ("lr 0.1, bs 8", "no key=value, key: value, --flag or {...} in it"),
+        ("=0.1", "as lines: '=0.1' is not key=value or key: value at column 1"),
+        ("adam, lr=0.001", "as lines: 'adam' is not key=value or key: value at column 1"),
     ],
 )
 def test_malformed_cells_are_kept_unparsed_with_a_reason(cell, reason):
     parsed = parse_arguments(cell)
     assert parsed.status == "unparsed"
-    assert parsed.values is None
+    assert parsed.values is None and parsed.form is None
     assert reason in parsed.error
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (
+            "loss function=CrossEntropyLoss<br>optimizer=adam(lr=0.001)",
+            {"loss_function": "CrossEntropyLoss", "optimizer": "adam(lr=0.001)"},
+        ),
+        ("optimizer=adam(lr=0.001)", {"optimizer": "adam(lr=0.001)"}),
+        ("criterion=focal", {"criterion": "focal"}),
+        ("x=__import__('os').system('true')", {"x": "__import__('os').system('true')"}),
+        ("lr=0.1, ,bs=8", {"lr": 0.1, "bs": 8}),
+        ("batch_size=8 <br>lr=0.1", {"batch_size": 8, "lr": 0.1}),
+        ("lr=0.1 0.2", {"lr": "0.1 0.2"}),
+        ("learning-rate=0.1", {"learning_rate": 0.1}),
+        ("lr=0.1 # tuned by hand", {"lr": "0.1 # tuned by hand"}),
+        ("lr=inf", {"lr": "inf"}),
+    ],
+)
+def test_cells_the_namespace_form_refuses_are_read_as_loose_lines(cell, expected):
+    """Values that are not literals stay text: nothing is evaluated, nothing is dropped."""
+    assert parse_arguments(cell) == ParsedArguments("loose", expected, None, "lines")
+    assert strict(parse_arguments(cell).values) == strict(expected)
 
 
 def test_render_uses_the_log_style():
@@ -319,12 +334,15 @@ cell_like_text = st.one_of(
 @given(cell_like_text)
 def test_parse_arguments_never_raises_and_only_finds_real_keys(text):
     parsed = parse_arguments(text)
-    assert parsed.status in ("ok", "none", "unparsed")
-    if parsed.status == "ok":
-        assert isinstance(parsed.values, dict) and parsed.error is None
+    assert parsed.status in ("ok", "loose", "none", "unparsed")
+    if parsed.form == "namespace":
+        assert parsed.status == "ok"
         for key in parsed.values:
             assert key.isidentifier()
             assert re.search(re.escape(key) + r"\s*=", text)
+    # The other forms' keys: tests/test_args_forms.py.
+    if parsed.status in ("ok", "loose"):
+        assert isinstance(parsed.values, dict) and parsed.error is None
     elif parsed.status == "unparsed":
         assert parsed.values is None and parsed.error
     else:
@@ -350,7 +368,9 @@ argument_dicts = st.dictionaries(identifiers, literal_values, min_size=1, max_si
 
 @given(argument_dicts)
 def test_render_then_parse_round_trips(values):
-    assert strict(parse_arguments(render_arguments(values)).values) == strict(values)
+    parsed = parse_arguments(render_arguments(values))
+    assert (parsed.status, parsed.form) == ("ok", "namespace")
+    assert strict(parsed.values) == strict(values)
     # The same cell with its tags dropped or spelled otherwise; rendering with another
     # separator changes only the text between items, never a "<br>" inside a string.
     for separator in (", ", ",", ", <br/>", ",<br />", "<br>, ", "<br/>,", ",\n"):
