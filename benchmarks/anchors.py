@@ -24,9 +24,10 @@ row, empty where it has neither, because trackio finds runs through their metric
 Then it asks every store the same four questions (the 20 newest runs, the runs with
 lr=0.0001, the best 5 by lb_miou, a CSV export of every run) in rounds: each round makes
 every call once, one process per call, stdout to a file, wall clock; CPU time and peak RSS
-of that very process from ``os.wait4``. The table gives the median of ``--repeats`` rounds
-after one warm-up, the ratio ledger/anchor, and whether each answer agrees with the
-ledger's (checked on the warm-up's output). A call that runs past ``--timeout`` is killed
+of that very process from GNU time (from ``os.wait4`` where it is missing: an upper bound,
+see gnu_time). The table gives the median of ``--repeats`` rounds after one warm-up, the
+ratio ledger/anchor, and whether each answer agrees with the ledger's (checked on the
+warm-up's output). A call that runs past ``--timeout`` is killed
 and not made again. MLflow and trackio are optional benchmark dependencies, never
 runtime ones: each is skipped with a message when its interpreter cannot import it.
 trackio pins its own dependencies, so it may live in a venv of its own; pass
@@ -564,17 +565,39 @@ def trackio_env(store: Path) -> dict:
     return {**TRACKIO_ENV, "TRACKIO_DIR": str(store / "trackio"), "HF_HOME": str(home)}
 
 
+def gnu_time() -> str | None:
+    """GNU time, if it is here: it reports the peak RSS of the command alone.
+
+    A child's own ru_maxrss (os.wait4) starts from this script's RSS at the fork (Linux
+    keeps the high-water mark of the memory the child shared until exec), so it is only an
+    upper bound; GNU time forks the command from a process of a few MiB.
+    """
+    found = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    if not found:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        probe = subprocess.run([found, "-f", "%M", "true"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0 and probe.stderr.strip().splitlines()[-1:][0].isdigit():
+            return found
+    return None
+
+
+GNU_TIME = gnu_time()
+
+
 def time_call(call: Call, out: Path, timeout: float) -> None:
     """Run the call once: wall clock, and the CPU time and peak RSS of that process alone."""
     fired = threading.Event()
+    timing = out.with_suffix(".time")
+    argv = [GNU_TIME, "-f", "%U %S %M", "-o", str(timing), *call.argv] if GNU_TIME else call.argv
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         start = time.perf_counter()
-        proc = subprocess.Popen(call.argv, env=call.env, stdout=stdout, stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen(argv, env=call.env, stdout=stdout, stderr=stderr, start_new_session=True)
 
         def kill() -> None:
             fired.set()
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole session: GNU time and the command
 
         timer = threading.Timer(timeout, kill)
         timer.start()
@@ -592,8 +615,13 @@ def time_call(call: Call, out: Path, timeout: float) -> None:
         call.stopped = f"exited {proc.returncode}: {tail[0][:120]}"
         return
     call.walls.append(wall)
-    call.cpus.append(usage.ru_utime + usage.ru_stime)
-    call.rss.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    if GNU_TIME:
+        user, system, rss_kib = timing.read_text().split()[-3:]
+        call.cpus.append(float(user) + float(system))
+        call.rss.append(int(rss_kib) / 1024)
+    else:
+        call.cpus.append(usage.ru_utime + usage.ru_stime)
+        call.rss.append(usage.ru_maxrss / 1024)  # KiB on Linux; an upper bound, see gnu_time
 
 
 def _command(python: Path, name: str) -> str:
