@@ -40,7 +40,7 @@ from ledger.core.clock import utcnow
 from ledger.core.errors import LedgerError, RunInterrupted
 from ledger.store.attempts import begin_attempt, end_attempt
 from ledger.store.db import transaction, write_retrying
-from ledger.store.jobrecord import JobRecord, row_input
+from ledger.store.jobrecord import JobRecord, other_family, row_input
 from ledger.store.liveness import HEARTBEAT_S, live_description, reap_stale, stale_reason, this_host
 from ledger.store.models import Metric, Run
 from ledger.store.sql_reader import get_run
@@ -142,10 +142,9 @@ def refuse_other_families(original: Run) -> None:
     """A row the built-in rebuild (the seed log's code family) cannot stand for is refused,
     with the way out: a row whose arguments are not recorded in that code's form would get
     every field from that code's defaults, which is a different job, not a reproduction."""
-    if (original.args_status == "ok" and original.args) or original.kind == "ensemble":
-        return  # an ensemble has no job at all; resolution says so
-    what = "has no recorded arguments" if original.args_status == "none" else \
-        "records its arguments in a form the seed's code did not write (" + (original.args_error or "unparsed") + ")"
+    what = other_family(original)
+    if what is None:
+        return
     raise LedgerError(f"{original.name} {what}: the built-in rebuild of the seed's code family would fill every "
                       f"field with that code's defaults, which is not this run; {_way_out(original.name)}")
 

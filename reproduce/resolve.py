@@ -75,6 +75,10 @@ def resolve(row: RowInput, overrides: Optional[Mapping[str, Any]] = None, *,
         raise ResolveError(f"{row.name} has no recorded arguments ({what}): there is no training job to rebuild")
     if row.args_status == "unparsed":
         raise ResolveError(f"{row.name}: its Arguments cell could not be parsed ({row.args_error}); fix the row first")
+    if row.args_status != "ok":
+        # "loose": keys recovered from free text are good enough to filter on, not to train from.
+        raise ResolveError(f"{row.name}: its arguments were read from free text (status {row.args_status}), "
+                           "not recorded exactly; there is no exact job to rebuild")
 
     values: dict[str, Any] = {}
     provenance: dict[str, Provenance] = {}

@@ -170,8 +170,11 @@ def compare_runs(session: Session, names: list[str], *, all_fields: bool = False
                 command_rows.append({"key": key, "values": values})
 
     metrics = []
-    for column, label in METRICS:
-        values = [getattr(r, column) for r in runs]
+    # The columns every run has, then the score columns of the runs' logs (`scores.<metric>`).
+    scores = list(dict.fromkeys(m for r in runs for m in r.scores or {}))
+    columns = [(column, label, [getattr(r, column) for r in runs]) for column, label in METRICS]
+    columns += [(f"scores.{m}", m, [(r.scores or {}).get(m) for r in runs]) for m in scores]
+    for column, label, values in columns:
         deltas = [None] + [None if v is None or values[0] is None else v - values[0] for v in values[1:]]
         metrics.append({"metric": column, "label": label, "values": values, "deltas": deltas})
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ledger.store.jobrecord import JobRecord, row_input
+from ledger.store.jobrecord import JobRecord, other_family, row_input
 from ledger.store.models import Run
 from reproduce.job import RUNTIME_FIELDS
 from reproduce.resolve import ResolveError, resolve
@@ -63,6 +63,10 @@ def run_job(run: Run) -> RunJob:
                       overridden=tuple(record.overridden()), recorded_by=_recorded_by(record.details(), sources))
     if run.kind == "reproduction":
         return RunJob(None, {}, run.job_hash, error="no job was recorded for this reproduction")
+    family = other_family(run)
+    if family is not None and run.args_status != "none":
+        # Another code family's row: the seed's defaults would make up a job it never ran.
+        return RunJob(None, {}, None, error=f"{run.name} {family}; its job is not known")
     try:
         resolved = resolve(row_input(run))
     except ResolveError as exc:

@@ -191,7 +191,9 @@ def run_view(details: dict[str, Any]) -> Group:
 
     args = details.get("arguments")
     if args:
-        table = Table(title="Arguments", title_justify="left", show_edge=False, header_style="bold")
+        title = "Arguments (read from free text: keys and values as written)" \
+            if details.get("args_status") == "loose" else "Arguments"
+        table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
         table.add_column("key")
         table.add_column("value", overflow="fold")
         for key in sorted(args):

@@ -27,6 +27,7 @@ from ledger.core.cells import (
     is_blank_row,
     is_experiment_table,
     parse_lb,
+    parse_date,
     parse_links,
     parse_score,
     parse_text,
@@ -549,6 +550,14 @@ def _record_fields(record: dict[str, Any], number: int) -> dict[str, Any]:
         raise LedgerError("the records have no `name` column; expected what `ledger export --format csv|json` writes")
     args_raw = text("arguments")
     parsed = parse_arguments(args_raw)
+    args, args_status, args_error = parsed.values, parsed.status, parsed.error
+    columns = {k[len("args."):]: record[k] for k in record if k.startswith("args.") and _cell_text(record[k]) != ""}
+    if args_raw is None and columns:
+        # A run whose arguments came as values (a CSV's columns, a tracker's config) has no cell.
+        args, args_status, args_error = {k: _typed(v) for k, v in columns.items()}, "ok", None
+    scores = {k[len("scores."):]: number_or_none(k) for k in record if k.startswith("scores.")}
+    if isinstance(record.get("scores"), dict):
+        scores = dict(record["scores"])
     links = record.get("links")
     if isinstance(links, str):
         links = parse_links(links.replace(" ", "<br>")) if links else []
@@ -557,17 +566,22 @@ def _record_fields(record: dict[str, Any], number: int) -> dict[str, Any]:
         raise LedgerError(f"record {number}: unknown kind {kind!r}")
     notes = text("notes")
     lb = number_or_none("lb_miou")
-    return {
+    # Columns an older export did not write are left as the ledger has them.
+    later = {"section": text("section")} if "section" in record else {}
+    if scores or "scores" in record:
+        later["scores"] = scores or None
+    return later | {
         "name": text("name") or "",
         "date": text("date"),
         "model": text("model"),
         "args_raw": args_raw,
-        "args": parsed.values,
-        "args_status": parsed.status,
-        "args_error": parsed.error,
+        "args": args,
+        "args_status": args_status,
+        "args_error": args_error,
         "links": list(links or []),
         "notes": notes,
         "lb_miou": lb if lb is not None else parse_lb(notes),
+        "date_iso": parse_date(text("date")),
         "val_miou": number_or_none("val_miou"),
         "lb_val_miou": number_or_none("lb_val_miou"),
         "kind": kind,

@@ -103,6 +103,29 @@ class JobRecord:
         return Path(self.data["dir"]) if self.data and self.data.get("dir") else None
 
 
+def other_family(run: Any) -> Optional[str]:
+    """Why the built-in rebuild (the seed log's code family) cannot stand for a row, or None.
+
+    That code wrote its arguments as an argparse Namespace; a row without them, or with
+    them in another form (CLI flags, JSON, free text, separate CSV columns), was trained
+    by other code, and resolving it would fill every field with the seed code's defaults.
+    """
+    if run.kind == "ensemble":
+        return None  # an ensemble has no job at all; resolution says so
+    if run.args_status == "none" or not run.args:
+        return "has no recorded arguments"
+    from ledger.core.args import parse_arguments
+
+    form = parse_arguments(run.args_raw).form if run.args_raw is not None else None
+    if run.args_status == "ok" and form == "namespace":
+        return None
+    how = {None: "as separate values, not an Arguments cell", "flags": "as command-line flags",
+           "json": "as JSON", "dict": "as a Python dict", "lines": "as free-form key=value lines"}.get(form, form)
+    if run.args_status == "unparsed":
+        how = f"in a form that could not be read ({run.args_error or 'unparsed'})"
+    return f"records its arguments {how}, not in the seed code's form"
+
+
 def row_input(run: Any) -> RowInput:
     """A ledger row as `reproduce.resolve` takes it."""
     from reproduce.resolve import RowInput
