@@ -12,7 +12,7 @@ from typing import Any, Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.core.cells import check_name, link_key, parse_lb, parse_links, replace_lb, roles_for
+from ledger.core.cells import check_name, link_key, metric_name, parse_lb, parse_links, replace_lb, roles_for
 from ledger.core.errors import LedgerError
 from ledger.store.liveness import reap_stale
 from ledger.store.models import Document, Run, Tag
@@ -39,9 +39,18 @@ def _append_note(notes: Optional[str], text: str) -> str:
     return f"{notes} {text}" if notes.endswith((".", "。", "!", "?")) else f"{notes}. {text}"
 
 
-def has_lb_column(session: Session) -> bool:
+def lb_header(session: Session, run: Run) -> Optional[str]:
+    """The LB column of the run's table in the exported document, if it has one."""
+    from ledger.store.export import document_tables
+
     document = session.scalars(select(Document)).first()
-    return document is not None and "lb" in roles_for(list(document.headers))
+    if document is None:
+        return None
+    layouts = document_tables(document)
+    index = run.table_index if run.table_index is not None and 0 <= run.table_index < len(layouts) else -1
+    headers = list(layouts[index]["headers"])
+    roles = roles_for(headers, layouts[index].get("name_column"))
+    return headers[roles.index("lb")] if "lb" in roles else None
 
 
 def set_run(session: Session, name: str, *, lb: Optional[float] = None, clear_lb: bool = False,
@@ -93,12 +102,16 @@ def set_run(session: Session, name: str, *, lb: Optional[float] = None, clear_lb
         assign("lb_miou", float(lb))
     elif clear_lb:
         assign("lb_miou", None)
-    if (lb is not None or clear_lb) and not has_lb_column(session):
+    header = lb_header(session, run) if lb is not None or clear_lb else None
+    if (lb is not None or clear_lb) and header is None:
         # The notes are where this log keeps its score: say the new one, once.
         if parse_lb(run.notes) is not None:
             assign("notes", replace_lb(run.notes, run.lb_miou))
         elif run.lb_miou is not None:
             assign("notes", _append_note(run.notes, f"lb mIoU : {run.lb_miou:g}"))
+    elif header is not None:
+        # The LB column is one of the log's score columns too: its metric says the same.
+        assign("scores", {**(run.scores or {}), metric_name(header): run.lb_miou})
     if link is not None:
         url = link.strip()
         if not re.fullmatch(r"https?://[^\s()<>|\[\]]+", url) or parse_links(f"[x]({url})") != [url]:
