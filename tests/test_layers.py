@@ -34,7 +34,7 @@ def modules() -> dict[str, Path]:
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             if "migrations" in path.parts and "versions" in path.parts:
-                continue  # Alembic scripts: loaded by Alembic, import only sqlalchemy and alembic
+                continue  # Alembic scripts: loaded by Alembic; data migrations may use ledger.core parsers
             parts = path.relative_to(REPO).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path

@@ -55,7 +55,9 @@ def test_upgrade_from_first_schema_keeps_everything(db_url):
             " '[\"https://wandb.ai/x\"]', '메모 [bold]', 0.61, 'logged', NULL, NULL, '2021-05-02 00:00:00',"
             " '2021-05-02 00:00:00', '{\"Run Name\": \"base\"}'),"
             " (2, 2, 'base_repro', '2026-11-28', 'DeepLabV3', NULL, NULL, 'none', '[]', NULL, NULL,"
-            " 'reproduction', 1, 'finished', '2026-11-28 00:00:00', '2026-11-28 00:00:00', NULL)"
+            " 'reproduction', 1, 'finished', '2026-11-28 00:00:00', '2026-11-28 00:00:00', NULL),"
+            " (3, 3, 'free', '2021.05.03', 'Unet', 'batch size=8<br>lr : 0.1', NULL, 'unparsed', '[]', NULL, NULL,"
+            " 'logged', NULL, NULL, '2021-05-03 00:00:00', '2021-05-03 00:00:00', '{\"Run Name\": \"free\"}')"
         ))
         conn.execute(text("INSERT INTO metrics (run_id, name, step, epoch, value) VALUES (2, 'Val mIoU', 0, 0, 0.42)"))
         conn.execute(text(
@@ -76,6 +78,16 @@ def test_upgrade_from_first_schema_keeps_everything(db_url):
         repro = run_details(get_run(session, "base_repro"))
         assert repro["parent"] == "base" and repro["status"] == "finished" and repro["job"] is None
         assert repro["metrics"] == {"Val mIoU": [{"step": 0, "epoch": 0, "value": 0.42}]}
+        # 0006: imported rows get their table's section, dates are read, free text is read loose.
+        assert base["section"] == "log" and base["date_iso"] == "2021-05-02" and repro["section"] is None
+        free = run_details(get_run(session, "free"))
+        assert free["args_status"] == "loose" and free["arguments"] == {"batch_size": 8, "lr": 0.1}
+        assert free["date_iso"] == "2021-05-03" and free["arguments_raw"] == "batch size=8<br>lr : 0.1"
+    with transaction(engine) as session:
+        from ledger.store.export import export_markdown
+
+        assert export_markdown(session) == ("# log\n| Run Name   |\n| ---------- |\n| base       |\n"
+                                            "| base_repro |\n| free       |\n")
     engine.dispose()
 
 
