@@ -260,3 +260,22 @@ def test_setting_a_score_writes_the_lb_column_of_the_runs_own_table(tmp_path):
     lines = ok("export", "--db", db).splitlines()
     changed = [a for a, b in zip(lines, THREE.read_text(encoding="utf-8").splitlines()) if a != b]
     assert len(changed) == 1 and "resnext50" in changed[0] and "0.59" in changed[0]
+
+
+def test_json_of_another_tool_keeps_every_value(tmp_path):
+    records = [{"experiment": "a", "config": {"lr": 0.1, "layers": [1, 2]}, "val mIoU": 0.41, "seed": 3},
+               {"experiment": "b", "config": {"lr": 0.2}, "val mIoU": "no submission", "seed": 4}]
+    source = tmp_path / "tool.json"
+    source.write_text(json.dumps(records), encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    report = import_json(source, db)
+    assert report["tables"][0]["columns"] == {"experiment": "name", "config": "args", "val mIoU": "score",
+                                              "seed": "argument"}
+    listed = runs(db)
+    assert [r["arguments"] for r in listed] == [{"lr": 0.1, "layers": [1, 2], "seed": 3}, {"lr": 0.2, "seed": 4}]
+    assert [r["scores"] for r in listed] == [{"val_miou": 0.41}, {"val_miou": None}]
+    markdown = ok("export", "--db", db)
+    assert "seed=3" in markdown and "layers=[1, 2]" in markdown and "no submission" in markdown
+    assert import_json(source, db)["unchanged"] == ["a", "b"]
+    result = cli("reproduce", "a", "--dry-run", "--db", db)
+    assert result.exit_code == 1 and "separate values" in result.stderr

@@ -464,8 +464,11 @@ def _foreign_rows(records: list[dict[str, Any]], headers: list[str], source: str
         args_role = [h for h, role in zip(headers, roles) if role == "args"]
         if args_role and isinstance(record.get(args_role[0]), dict):
             values = {**record[args_role[0]], **values}
+        elif values and fields["args"]:
+            values = {**fields["args"], **values}
         if values:
-            fields.update(args=values, args_status="ok", args_error=None)
+            # Arguments gathered from several columns have no one cell: export renders them all.
+            fields.update(args=values, args_status="ok", args_error=None, args_raw=None)
         named = "name" in roles
         fields.update(cells=cells, source=source, source_row=number, name_derived=not named, where=where,
                       blanks_before=[])
