@@ -66,7 +66,7 @@ def run_job(run: Run) -> RunJob:
     family = other_family(run)
     if family is not None and run.args_status != "none":
         # Another code family's row: the seed's defaults would make up a job it never ran.
-        return RunJob(None, {}, None, error=f"{run.name} {family}; its job is not known")
+        return RunJob(None, {}, None, error=f"other code: {family.removeprefix('records its arguments ')}")
     try:
         resolved = resolve(row_input(run))
     except ResolveError as exc:

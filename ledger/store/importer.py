@@ -263,6 +263,8 @@ def _read_log(text: str, source: str, name_column: Optional[str]) -> Log:
     try:
         log = parse_log(text, accept=lambda headers: _takes(headers, name_column))
     except MarkdownError as exc:
+        if not str(exc).startswith("no table"):
+            raise LedgerError(f"{source}: {exc}") from None  # a table of runs that cannot be read
         raise LedgerError(
             f"{source}: no table of runs (a table with a run-name column, or with two of a date, model, "
             f"arguments, link or score column): {exc}"
