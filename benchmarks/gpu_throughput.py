@@ -57,7 +57,7 @@ CPU_DEFAULTS = (64, 8, 3, 1)
 
 def seed_row(name: str, log: Path):
     """The row called `name` in a Markdown experiment log, as resolution takes it."""
-    from reproduce.resolve import rows_from_log
+    from ledger.store.jobrecord import rows_from_log
 
     rows = rows_from_log(log.read_text(encoding="utf-8"))
     if name not in rows:

@@ -135,13 +135,16 @@ def row_input(run: Any) -> RowInput:
 
 def rows_from_log(text: str) -> dict[str, RowInput]:
     """Every row of a Markdown experiment log, by name, as resolution takes it (no ledger needed)."""
-    from ledger.core.cells import fields_from_cells, is_experiment_table
-    from ledger.core.markdown import parse_document
+    from ledger.core.cells import fields_from_cells, is_blank_row, is_experiment_table
+    from ledger.core.markdown import parse_log
     from reproduce.resolve import RowInput
 
-    table = parse_document(text, accept=is_experiment_table).table
     rows = {}
-    for cells in table.rows:
-        f = fields_from_cells(dict(zip(table.headers, cells)), table.headers)
-        rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
+    for part in parse_log(text, accept=is_experiment_table).tables:
+        table = part.table
+        for cells in table.rows:
+            if is_blank_row(cells):
+                continue
+            f = fields_from_cells(dict(zip(table.headers, cells)), table.headers)
+            rows[f["name"]] = RowInput(f["name"], f["date"], f["args"], f["args_status"], f["args_error"], f["kind"])
     return rows
