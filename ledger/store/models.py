@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Optional
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ledger.core.clock import utcnow
@@ -25,6 +25,14 @@ class Run(Base):
     """One row of the log: a logged run, a reproduction of one, or an ensemble."""
 
     __tablename__ = "runs"
+    # Read indexes (migration 0005): each column a filter or sort names, with position for
+    # ties; lower(name) for suggestions. PostgreSQL also has descending ones for the scores
+    # and created_at, and the side table run_args indexes the parsed arguments.
+    __table_args__ = (
+        *(Index(f"ix_runs_{column}", column, "position")
+          for column in ("model", "kind", "lb_miou", "val_miou", "lb_val_miou", "args_status", "created_at")),
+        Index("ix_runs_lower_name", text("lower(name)")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Order of the rows in the log and in `ledger list`; new rows go last. Unique, so that two

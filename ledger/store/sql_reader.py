@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional
 
 from sqlalchemy import ColumnElement, Select, String, cast, func, literal, select, text
 from sqlalchemy import column as text_column
+from sqlalchemy import table as text_table
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.core.filters import (
@@ -31,6 +32,16 @@ from ledger.core.filters import (
     search_text,
     sort_key,
     unknown_run,
+)
+from ledger.store.indexed import (
+    ARGS_TABLE,
+    KEY_MAX,
+    PG_TEXT_PREFIX,
+    SELECTIVE,
+    IndexedNames,
+    driver,
+    side_column,
+    side_value,
 )
 from ledger.store.models import Metric, Run, Tag
 from ledger.store.sqlite_reader import ARGUMENT_KEYS_SQL, JSON_KINDS, SCORE_KEYS_SQL, json_path
@@ -91,6 +102,41 @@ def sort_expression(key: str) -> Any:
     return expr.nulls_last()
 
 
+# The side table of the parsed arguments (migration 0005; not an ORM table: triggers write it).
+RUN_ARGS = text_table(ARGS_TABLE, text_column("run_id"), text_column("key"), text_column("num"), text_column("text"))
+
+
+def side_test(pred: Predicate, dialect: str) -> list[ColumnElement[bool]]:
+    """`pred` as a test of run_args rows (`ledger.store.indexed.side_column` says it has one)."""
+    column = side_column(pred, dialect)
+    assert column is not None
+    value = side_value(pred)
+    test = [RUN_ARGS.c.key == pred.arg_key]
+    if dialect == "postgresql" and column == "text" and pred.op == "=":
+        # What PostgreSQL's index holds: the first PG_TEXT_PREFIX characters.
+        test.append(func.left(RUN_ARGS.c.text, PG_TEXT_PREFIX) == func.left(literal(value, String), PG_TEXT_PREFIX))
+    test.append(_compare(RUN_ARGS.c[column], pred.op, value))
+    return test
+
+
+def side_matches(session: Session, pred: Predicate) -> Optional[int]:
+    """How many runs `pred` holds for, counted in run_args up to SELECTIVE; None if it cannot tell."""
+    dialect = session.get_bind().dialect.name
+    if side_column(pred, dialect) is None:
+        return None
+    rows = select(literal(1)).select_from(RUN_ARGS).where(*side_test(pred, dialect)).limit(SELECTIVE).subquery()
+    return session.scalar(select(func.count()).select_from(rows))
+
+
+def filter_clauses(session: Session, preds: list[Predicate]) -> list[ColumnElement[bool]]:
+    """Each filter as SQL; the most selective argument filter through run_args, the rest as
+    the JSON reads (`ledger.store.indexed`: the same runs either way)."""
+    first = driver([side_matches(session, pred) for pred in preds])
+    dialect = session.get_bind().dialect.name
+    return [Run.id.in_(select(RUN_ARGS.c.run_id).where(*side_test(pred, dialect))) if i == first
+            else render_predicate(pred) for i, pred in enumerate(preds)]
+
+
 class ArgumentProbe:
     """`ledger.core.filters.KeyProbe` through a session: which argument keys runs hold."""
 
@@ -114,12 +160,15 @@ class ArgumentProbe:
             test = kind.in_([t for k in kinds for t in names[k]])
         else:
             test = kind.is_not(None)
-        return self.session.scalar(select(literal(1)).select_from(Run).where(test).limit(1)) is not None
+        query = select(literal(1)).select_from(Run)
+        if len(key) <= KEY_MAX:  # only the runs that have the key (run_args), else every run
+            if not kinds:
+                query = select(literal(1)).select_from(RUN_ARGS).where(RUN_ARGS.c.key == key)
+                return self.session.scalar(query.limit(1)) is not None
+            query = query.join(RUN_ARGS, RUN_ARGS.c.run_id == Run.id).where(RUN_ARGS.c.key == key)
+        return self.session.scalar(query.where(test).limit(1)) is not None
 
     def argument_keys(self) -> list[str]:
-        if self.dialect == "postgresql":
-            query = select(func.json_object_keys(Run.args)).where(func.json_typeof(Run.args) == "object").distinct()
-            return list(self.session.scalars(query))
         return list(self.session.scalars(text(ARGUMENT_KEYS_SQL)))
 
     def has_score(self, key: str) -> bool:
@@ -156,8 +205,9 @@ def list_query(session: Session, wheres: list[str], sort: Optional[str], limit: 
     wanted = search_text(search)
     if wanted is not None:
         query = query.where(search_clause(session, wanted))
-    for expr in wheres:
-        query = query.where(compile_condition(checked_condition(parse_where(expr), probe)))
+    preds = [predicate(checked_condition(parse_where(expr), probe)) for expr in wheres]
+    for clause in filter_clauses(session, preds):
+        query = query.where(clause)
     if sort:
         sort = checked_sort(sort, probe)
         query = query.order_by(sort_expression(sort), Run.position, Run.id)
@@ -190,7 +240,16 @@ def get_run(session: Session, name: str, *, for_update: bool = False) -> Run:
     run = session.scalars(query.with_for_update() if for_update else query).first()
     if run is not None:
         return run
-    raise unknown_run(name, list(session.scalars(select(Run.name).order_by(Run.name))))
+    raise unknown_run(name, session_names(session))
+
+
+def session_names(session: Session) -> IndexedNames:
+    """`ledger.core.filters.NameSource` through a session: the name indexes, and on SQLite
+    the trigram index where it exists."""
+    from sqlalchemy import inspect
+
+    trigram = session.get_bind().dialect.name == "sqlite" and inspect(session.connection()).has_table(SEARCH_INDEX)
+    return IndexedNames(lambda sql, params: session.execute(text(sql), params), trigram)
 
 
 class SessionReader:

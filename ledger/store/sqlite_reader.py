@@ -37,6 +37,16 @@ from ledger.core.filters import (
     unknown_run,
 )
 from ledger.store.db import HEAD_REVISION
+from ledger.store.indexed import (
+    ARGS_TABLE,
+    KEY_MAX,
+    SELECTIVE,
+    IndexedNames,
+    column_indexed,
+    driver,
+    side_column,
+    sqlite_side_sql,
+)
 
 # Read-only records with the attribute names of the ORM classes, so that `ledger.store.shapes`
 # and the terminal views take either.
@@ -133,7 +143,14 @@ def sqlite_time(value: datetime) -> str:
 # The JSON types SQLite's json_type() names for each kind of value a filter compares, and
 # every argument key of every run (both read paths use these on SQLite).
 JSON_KINDS = {"number": ("integer", "real"), "boolean": ("true", "false"), "text": ("text",)}
-ARGUMENT_KEYS_SQL = "SELECT DISTINCT j.key FROM runs, json_each(runs.args) AS j WHERE json_type(runs.args) = 'object'"
+# Every argument key, from the side table's index: one step per key, not a read of every run.
+ARGUMENT_KEYS_SQL = (f"WITH RECURSIVE k(key) AS (SELECT min(key) FROM {ARGS_TABLE} UNION ALL"
+                     f" SELECT (SELECT min(key) FROM {ARGS_TABLE} WHERE key > k.key) FROM k WHERE k.key IS NOT NULL)"
+                     " SELECT key FROM k WHERE key IS NOT NULL")
+# Whether a run has the argument, and (of the runs that have it) whether one holds it as `kinds`.
+HAS_ARGUMENT_SQL = f"SELECT 1 FROM {ARGS_TABLE} WHERE key = ? LIMIT 1"
+HAS_ARGUMENT_OF_SQL = (f"SELECT 1 FROM {ARGS_TABLE} AS a JOIN runs ON runs.id = a.run_id"
+                       " WHERE a.key = ? AND json_type(runs.args, ?) IN ({kinds}) LIMIT 1")
 SCORE_KEYS_SQL = ("SELECT DISTINCT j.key FROM runs, json_each(runs.scores) AS j"
                   " WHERE runs.scores IS NOT NULL AND json_type(runs.scores) = 'object'")
 
@@ -145,12 +162,15 @@ class ArgumentProbe:
         self.conn = conn
 
     def has_argument(self, key: str, kinds: Optional[tuple[str, ...]] = None) -> bool:
-        if kinds:
-            types = [t for kind in kinds for t in JSON_KINDS[kind]]
-            sql = f"SELECT 1 FROM runs WHERE json_type(args, ?) IN ({', '.join('?' * len(types))}) LIMIT 1"
+        types = [t for kind in kinds or () for t in JSON_KINDS[kind]]
+        if len(key) > KEY_MAX:  # not in the side table: read every run's JSON
+            test = f"IN ({', '.join('?' * len(types))})" if types else "IS NOT NULL"
+            sql = f"SELECT 1 FROM runs WHERE json_type(args, ?) {test} LIMIT 1"
             return self.conn.execute(sql, [json_path(key), *types]).fetchone() is not None
-        sql = "SELECT 1 FROM runs WHERE json_type(args, ?) IS NOT NULL LIMIT 1"
-        return self.conn.execute(sql, [json_path(key)]).fetchone() is not None
+        if types:
+            sql = HAS_ARGUMENT_OF_SQL.format(kinds=", ".join("?" * len(types)))
+            return self.conn.execute(sql, [key, json_path(key), *types]).fetchone() is not None
+        return self.conn.execute(HAS_ARGUMENT_SQL, [key]).fetchone() is not None
 
     def argument_keys(self) -> list[str]:
         return [k for (k,) in self.conn.execute(ARGUMENT_KEYS_SQL)]
@@ -188,31 +208,68 @@ class SqliteReader:
             sql, values = self._search_sql(text)
             clauses.append(sql)
             params += values
-        for expr in where:
-            sql, values = where_sql(predicate(checked_condition(parse_where(expr), probe)))
+        filters, driven = self._filters([predicate(checked_condition(parse_where(e), probe)) for e in where])
+        for sql, values in filters:
             clauses.append(sql)
             params += values
         if sort:
             order, values = order_sql(sort_key(checked_sort(sort, probe)))
-            order += ", r.position, r.id"
+            order = [order, "r.position", "r.id"]
             params += values
         elif limit is not None:
-            order = "r.position DESC, r.id DESC"
+            order = ["r.position DESC", "r.id DESC"]
         else:
-            order = "r.position, r.id"
-        sql = f"SELECT {', '.join('r.' + c for c in SUMMARY_COLUMNS)}, p.name {_FROM}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY {order}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+            order = ["r.position", "r.id"]
+        if driven:  # the filter's index gives the runs; sorting the few it gives beats an ordered scan
+            order = ["+" + term for term in order]
+        condition = " WHERE " + " AND ".join(clauses) if clauses else ""
         decoders = [self.schema.decoder(c) for c in SUMMARY_COLUMNS]
-        runs = [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None)
-                for row in self.conn.execute(sql, params)]
+        select = f"SELECT {', '.join('r.' + c for c in SUMMARY_COLUMNS)}, p.name {_FROM}"
+        if limit is None:
+            rows = self.conn.execute(f"{select}{condition} ORDER BY {', '.join(order)}", params).fetchall()
+        else:
+            # The ids first, then only their rows: sorting carries ids, not whole rows.
+            ids = [i for (i,) in self.conn.execute(
+                f"SELECT r.id FROM runs AS r{condition} ORDER BY {', '.join(order)} LIMIT ?", [*params, limit])]
+            found = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update((row[0], row) for row in self.conn.execute(
+                    f"{select} WHERE r.id IN ({', '.join('?' * len(chunk))})", chunk))
+            rows = [found[i] for i in ids]
+        runs = [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None) for row in rows]
         if not sort and limit is not None:
             runs.reverse()
         return runs
+
+    def _filters(self, preds: list[Predicate]) -> tuple[list[tuple[str, list[Any]]], bool]:
+        """Each filter as SQL, and whether one is read through its index: the most selective
+        (`ledger.store.indexed`), if any; the others are tested on each run, their index out
+        of the planner's reach."""
+        counts = [self._matches(pred) for pred in preds]
+        first = driver(counts)
+        out = []
+        for i, pred in enumerate(preds):
+            if i == first and pred.column is None:
+                sql, values = sqlite_side_sql(pred)
+                out.append((f"r.id IN ({sql})", values))
+                continue
+            sql, values = where_sql(pred)
+            if i != first and column_indexed(pred):
+                sql = "+" + sql  # unary plus: the same test, no index
+            out.append((sql, values))
+        return out, first is not None
+
+    def _matches(self, pred: Predicate) -> Optional[int]:
+        """How many runs `pred` holds for, counted in its index up to SELECTIVE; None without one."""
+        if column_indexed(pred):
+            sql, values = where_sql(pred)
+            sql = f"SELECT 1 FROM runs AS r WHERE {sql}"
+        elif side_column(pred, "sqlite") is not None:
+            sql, values = sqlite_side_sql(pred)
+        else:
+            return None
+        return self.conn.execute(f"SELECT count(*) FROM ({sql} LIMIT {SELECTIVE})", values).fetchone()[0]
 
     def last_metrics(self, run_ids: list[int]) -> dict[int, dict[str, float]]:
         """The last value of each metric series of these runs."""
@@ -240,8 +297,8 @@ class SqliteReader:
             f"SELECT {', '.join('r.' + c for c in columns)}, p.name {_FROM} WHERE r.name = ?", (name,)
         ).fetchone()
         if row is None:
-            names = [n for (n,) in self.conn.execute("SELECT name FROM runs ORDER BY name")]
-            raise unknown_run(name, names)
+            trigram = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SEARCH_INDEX,)).fetchone()
+            raise unknown_run(name, IndexedNames(self.conn.execute, trigram is not None))
         fields = self.schema.decode(columns, row)
         run_id = fields[columns.index("id")]
         children = tuple(Ref(n) for (n,) in self.conn.execute(
