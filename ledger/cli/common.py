@@ -7,13 +7,12 @@ store, rich, the training stack) are imported inside the commands that need them
 from __future__ import annotations
 
 import functools
-import json
-import sys
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from ledger.analysis import DEFAULT_TOL
+from ledger.cli.fast import console, print_json  # noqa: F401  (every command module prints with these)
 from ledger.core.errors import LedgerError, RunInterrupted
 
 app = typer.Typer(
@@ -58,12 +57,6 @@ def _before_the_command(
 TABLE_FORMATS = ("table", "md")
 
 
-def console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
-
-
 def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr and a non-zero exit; never a traceback."""
     typer.echo(f"error: {message}", err=True)
@@ -83,10 +76,6 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
 
     return wrapper
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def output_format(fmt: str, as_json: bool) -> str:

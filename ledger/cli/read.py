@@ -1,4 +1,8 @@
-"""`ledger list` and `ledger show`: the read commands, on the stdlib sqlite3 path where they can."""
+"""`ledger list` and `ledger show`: the read commands, on the stdlib sqlite3 path where they can.
+
+Their bodies live in `ledger.cli.fast`, which also answers them without Typer when
+`ledger` is run from the shell; the options here are what both read.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ledger.cli.common import DbOption, JsonOption, app, console, print_json, user_errors
+from ledger.cli import fast
+from ledger.cli.common import DbOption, JsonOption, app, user_errors
 
 
 @app.command("list")
@@ -23,18 +28,7 @@ def list_cmd(
     db: DbOption = None,
 ) -> None:
     """List the runs, oldest first, with reproductions under the run they reproduce."""
-    from ledger.store.readers import reading
-    from ledger.store.shapes import nest_children, run_listing
-
-    with reading(db) as reader:
-        runs = reader.list_runs(where=where or [], sort=sort, limit=limit, search=search)
-        if as_json:
-            print_json(run_listing(reader, runs))
-            return
-        from ledger.cli.views import runs_table
-
-        rows = nest_children(runs) if not sort else [(run, 0) for run in runs]
-        console().print(runs_table(rows))
+    fast.list_runs(where=where or [], sort=sort, limit=limit, search=search, as_json=as_json, db=db)
 
 
 @app.command("show")
@@ -45,14 +39,4 @@ def show_cmd(
     db: DbOption = None,
 ) -> None:
     """Everything about one run: arguments, notes verbatim, links, scores, job and metrics."""
-    from ledger.store.readers import reading
-    from ledger.store.shapes import run_details
-
-    with reading(db) as reader:
-        details = run_details(reader.get_run(run))
-    if as_json:
-        print_json(details)
-        return
-    from ledger.cli.views import run_view
-
-    console().print(run_view(details))
+    fast.show_run(run=run, as_json=as_json, db=db)
