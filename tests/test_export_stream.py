@@ -3,7 +3,9 @@ it built a pandas DataFrame of every run, on both read paths and on PostgreSQL, 
 without holding the runs in memory.
 
 `tests/data/flat_export_varied.{csv,json}` and `flat_export_nan.{csv,json}` were written by
-that old implementation (pandas 3.1) from the ledgers `_varied` and `_nan` build below;
+that old implementation (pandas 3.1) from the ledgers `_varied` and `_nan` build below (then
+given the empty `section` column the export gained after `updated_at`, by csv.writer, which
+writes those files' other cells as they were);
 `reference_flat` is the same old recipe, kept small, for the ledgers a fixture cannot pin
 (PostgreSQL's times carry their zone)."""
 
@@ -92,7 +94,7 @@ def reference_flat(session, fmt: str) -> str:
     parent = aliased(Run)
     fields = [getattr(Run, c) if c else parent.name for c in
               ("name", "date", "model", "kind", None, "status", "lb_miou", "val_miou", "lb_val_miou", "links",
-               "notes", "args_raw", "args_status", "job_hash", "created_at", "updated_at")]
+               "notes", "args_raw", "args_status", "job_hash", "created_at", "updated_at", "section")]
     objects = [getattr(Run, c) for c in FLAT_OBJECTS]
     query = select(*fields, *objects).outerjoin(parent, Run.parent_id == parent.id).order_by(Run.position, Run.id)
     records = []

@@ -180,13 +180,13 @@ FLAT_FIELDS = (
     ("name", "name"), ("date", "date"), ("model", "model"), ("kind", "kind"), ("parent", None),
     ("status", "status"), ("lb_miou", "lb_miou"), ("val_miou", "val_miou"), ("lb_val_miou", "lb_val_miou"),
     ("links", "links"), ("notes", "notes"), ("arguments", "args_raw"), ("args_status", "args_status"),
-    ("job_hash", "job_hash"), ("created_at", "created_at"), ("updated_at", "updated_at"),
+    ("job_hash", "job_hash"), ("created_at", "created_at"), ("updated_at", "updated_at"), ("section", "section"),
 )
 FLAT_COLUMNS = tuple(name for name, _ in FLAT_FIELDS)
 # JSON object columns of runs whose keys follow FLAT_COLUMNS as columns of their own,
 # `<column>.<key>`, keys in sorted order, one object column after the other. Flattening
 # another one is adding its name here.
-FLAT_OBJECTS = ("args",)
+FLAT_OBJECTS = ("args", "scores")  # scores: a log's score columns, {metric: number or None}
 # Fields written other than as they are read: a JSON list joined by spaces, a time in ISO form.
 _LISTS = ("links",)
 _TIMES = ("created_at", "updated_at")
