@@ -6,20 +6,21 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional
+from array import array
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any, Iterable, Iterator, Optional
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, aliased
 
 from ledger.analysis import DEFAULT_TOL
-from ledger.analysis.jobs import METRICS, RunJob, experiment_key, run_job, same
+from ledger.analysis.jobs import METRICS, JobViews, RunJob, experiment_key, same
 from ledger.core.cells import link_key, parse_lb, roles_for
 from ledger.core.errors import LedgerError
 from ledger.core.markdown import unescape_cell
 from ledger.store.liveness import reap_stale, stale_reason
 from ledger.store.models import Document, Run
-from ledger.store.sql_reader import list_runs
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,37 @@ _LOSS_ARGS = ("criterion", "criterion1", "criterion2", "multi_loss")
 
 @dataclass
 class _Row:
-    run: Run
+    run: Any  # the columns `_runs` reads, by name
     index: int
     args: Optional[dict[str, Any]]
-    view: Optional[RunJob] = None
+    views: Optional[JobViews] = None  # where its job comes from; None: it has none to check
+    _view: Any = field(default=False, repr=False)
 
     @property
     def label(self) -> str:
         return f"row {self.index} ({self.run.name})"
 
+    @property
+    def view(self) -> Optional[RunJob]:
+        # Resolved when a rule first needs it: most rows never do.
+        if self._view is False:
+            self._view = self.views.of(self.run) if self.views is not None else None
+        return self._view
+
+
+# Where in the old order of the rules each finding of a row comes: findings are sorted by
+# row, then by this, then in the order they were made.
+_NAMES_AND_NOTES, _RUN_NAME_MISMATCH, _RUN_NAME_SHARED, _SCORES, _LINKS, _REPRODUCTION, _REPEATS, _STALE = range(8)
+
 
 def check_ledger(session: Session, *, tol: float = DEFAULT_TOL, fix: bool = False) -> CheckReport:
     """Audit the log for contradictions between a row's name, arguments, notes, scores,
     links and reproductions. Each finding names its row and says why.
+
+    The runs are read once, in ledger order, a batch at a time: what one rule needs of
+    other rows (the row before, the rows sharing a link or a run_name, a reproduction's
+    original) is kept as hashes and row numbers, and the few rows that may match are read
+    again to be sure. Memory does not grow with the runs, only with the findings.
 
     Args:
         session: an open ledger session.
@@ -109,42 +128,252 @@ def check_ledger(session: Session, *, tol: float = DEFAULT_TOL, fix: bool = Fals
     if tol < 0:
         raise LedgerError("--tol must be 0 or more")
     fixed = reap_stale(session) if fix else None
-    rows = [_Row(run, index, dict(run.args) if run.args is not None else None)
-            for index, run in enumerate(list_runs(session), start=1)]
-    # A reproduction carries its original's arguments (plus overrides) under another name:
-    # the rules about names, notes and run_name would only repeat the original's findings.
-    logged = [r for r in rows if r.run.kind == "logged"]
-    for row in logged:
-        if row.args is not None:
-            row.view = run_job(row.run)
-    findings: list[tuple[int, int, Finding]] = []
-
-    def add(row: _Row, severity: str, code: str, message: str) -> None:
-        findings.append((row.index, len(findings), Finding(row.run.name, row.index, severity, code, message)))
-
-    previous_of = {id(b): a for a, b in zip(logged, logged[1:])}
-    for row in logged:
-        if row.args is not None:
-            _check_name(row, add)
-        _check_notes(row, previous_of.get(id(row)), add)
-    _check_run_names(logged, add)
-    _check_scores(session, rows, add)
-    _check_links(rows, add)
-    _check_reproductions(rows, tol, add)
-    _check_stale(rows, fixed or [], add)
-    return CheckReport([f for _, _, f in sorted(findings, key=lambda t: (t[0], t[1]))], fixed)
+    audit = _Audit(session, tol, fixed or [])
+    for row in _rows(session, audit.views, cells=audit.score_header is not None):
+        audit.add_row(row)
+    audit.finish()
+    return CheckReport([f for *_, f in sorted(audit.findings, key=lambda t: t[:3])], fixed)
 
 
-def _check_stale(rows: list[_Row], fixed: list[str], add: Any) -> None:
-    for row in rows:
-        if row.run.name in fixed:
-            add(row, "info", "stale-run-fixed", f"its trainer was gone; now marked interrupted ({row.run.error})")
-            continue
-        reason = stale_reason(row.run)
-        if reason is not None:
-            add(row, "warning", "stale-run",
-                f"marked running, but {reason}; `ledger check --fix` marks it interrupted, "
-                f"`ledger reproduce {row.run.name} --resume` takes it over")
+# Columns of a run the rules and `run_job` read.
+_COLUMNS = ("id", "name", "kind", "date", "args", "args_raw", "args_status", "args_error", "notes", "links",
+            "status", "error", "host", "pid", "heartbeat_at", "lb_miou", "val_miou", "lb_val_miou", "parent_id",
+            "job", "job_hash", "command")
+_BATCH = 1000
+
+
+def _rows(session: Session, views: JobViews, *, cells: bool) -> Iterator[_Row]:
+    """Every run in ledger order as a `_Row`, read a batch at a time."""
+    parent = aliased(Run)
+    columns = [getattr(Run, c) for c in _COLUMNS] + [parent.id.label("parent_found")]
+    if cells:
+        columns.append(Run.cells)
+    query = select(*columns).outerjoin(parent, Run.parent_id == parent.id).order_by(Run.position, Run.id)
+    # Through the session's connection, not the ORM: the rows are plain, and the ORM's
+    # loading machinery would cost more than the rules.
+    for index, run in enumerate(session.connection().execute(query.execution_options(yield_per=_BATCH)), start=1):
+        args = dict(run.args) if run.args is not None else None
+        # A reproduction carries its original's arguments (plus overrides) under another
+        # name: the rules about names, notes and run_name would only repeat the original's.
+        yield _Row(run, index, args, views if run.kind == "logged" and args is not None else None)
+
+
+class _Audit:
+    """The rules, fed one row at a time in ledger order."""
+
+    def __init__(self, session: Session, tol: float, fixed: list[str]):
+        self.session, self.tol, self.fixed = session, tol, set(fixed)
+        self.views = JobViews()
+        self.findings: list[tuple[int, int, int, Finding]] = []
+        self.ids = array("q")  # row number - 1 -> run id (8 bytes a run)
+        self.previous: Optional[_Row] = None  # the logged row before
+        self.score_header = _score_header(session)
+        # run names: the logged rows' recorded run_names, as hashes; the rows that record another's
+        self.recorded = _Hashes()
+        self.mismatches: list[tuple[int, str, int]] = []  # row, recorded run_name, finding order
+        self.links = _Hashes()
+        # reproductions: the runs some finished reproduction reproduces, and those reproductions
+        query = (select(Run.parent_id).where(Run.kind == "reproduction", Run.parent_id.is_not(None),
+                                             or_(Run.status.is_(None), Run.status == "finished")).distinct())
+        self.wanted = set(session.scalars(query))
+        self.originals: dict[int, tuple[int, str, Any, Optional[str]]] = {}  # id -> row, name, run, key
+        self.reproductions: list[tuple[_Row, int, Optional[str]]] = []  # row, original id, experiment key
+
+    def add(self, row: _Row, phase: int, severity: str, code: str, message: str) -> None:
+        finding = Finding(row.run.name, row.index, severity, code, message)
+        self.findings.append((row.index, phase, len(self.findings), finding))
+
+    def add_row(self, row: _Row) -> None:
+        run = row.run
+        self.ids.append(run.id)
+        if run.kind == "logged":
+            add = self._adder(_NAMES_AND_NOTES)
+            if row.args is not None:
+                _check_name(row, add)
+            _check_notes(row, self.previous, add)
+            self.previous = row
+            self._note_run_name(row)
+        if self.score_header is not None:
+            _check_score(row, self.score_header, self._adder(_SCORES))
+        for url in dict.fromkeys(run.links or []):
+            self.links.add(_link_key(url), row.index)
+        if run.id in self.wanted:
+            key = experiment_key(self.views.of(run).job)
+            self.originals[run.id] = (row.index, run.name, _scores_of(run), key)
+        if run.kind == "reproduction" and run.parent_found is not None and run.status in (None, "finished"):
+            light = _Row(_Scores(run.name, *_scores_of(run)), row.index, None)
+            self.reproductions.append((light, run.parent_id, experiment_key(self.views.of(run).job)))
+        _check_stale(row, self.fixed, self._adder(_STALE))
+
+    def _adder(self, phase: int) -> Any:
+        return lambda row, severity, code, message: self.add(row, phase, severity, code, message)
+
+    def _note_run_name(self, row: _Row) -> None:
+        recorded = (row.args or {}).get("run_name")
+        if not isinstance(recorded, str):
+            return
+        self.recorded.add(recorded, row.index)
+        if recorded != row.run.name:
+            self.mismatches.append((row.index, recorded, len(self.findings)))
+            self.add(row, _RUN_NAME_MISMATCH, "warning", "run-name-mismatch", "")  # its text once all names are read
+
+    def finish(self) -> None:
+        self._finish_run_names()
+        self._finish_links()
+        self._finish_reproductions()
+
+    def _fetch(self, rows: Iterable[int], *columns: Any) -> dict[int, Any]:
+        """Some columns of these rows (by row number), read again."""
+        by_id = {self.ids[row - 1]: row for row in rows}
+        out = {}
+        ids = list(by_id)
+        for start in range(0, len(ids), 500):
+            query = select(Run.id, *columns).where(Run.id.in_(ids[start:start + 500]))
+            for found in self.session.execute(query):
+                out[by_id[found.id]] = found
+        return out
+
+    def _logged_rows_named(self, names: set[str]) -> dict[str, int]:
+        """The row numbers of the logged runs with these names."""
+        ids: dict[int, str] = {}
+        wanted = sorted(names)
+        for start in range(0, len(wanted), 500):
+            query = select(Run.id, Run.name).where(Run.kind == "logged", Run.name.in_(wanted[start:start + 500]))
+            for run_id, name in self.session.execute(query):
+                ids[run_id] = name
+        if not ids:
+            return {}
+        return {ids[run_id]: row for row, run_id in enumerate(self.ids, start=1) if run_id in ids}
+
+    def _finish_run_names(self) -> None:
+        by_name = self._logged_rows_named({recorded for _, recorded, _ in self.mismatches})
+        for row, recorded, order in self.mismatches:
+            other = by_name.get(recorded)
+            where = f" (it is the name of row {other} ({recorded}))" if other is not None else ""
+            index, phase, _, finding = self.findings[order]
+            message = f"the arguments record run_name={recorded!r}, not the row's name{where}"
+            self.findings[order] = (index, phase, order, Finding(finding.run, finding.row, finding.severity,
+                                                                 finding.code, message))
+        groups: dict[str, list[_Row]] = {}
+        shared = self._fetch(self.recorded.repeated_rows(), Run.name, Run.args)
+        for row in sorted(shared):
+            found = shared[row]
+            groups.setdefault(found.args["run_name"], []).append(_Row(found, row, None))
+        for recorded, group in groups.items():
+            if len(group) < 2:
+                continue
+            owner = next((r for r in group if r.run.name == recorded), group[0])
+            for row in group:
+                if row is owner:
+                    continue
+                others = ", ".join(r.label for r in group if r is not row)
+                self.add(row, _RUN_NAME_SHARED, "warning", "run-name-shared",
+                         f"run_name={recorded!r} is also the run_name of {others}: their W&B runs share one name")
+
+    def _finish_links(self) -> None:
+        candidates = self._fetch(self.links.repeated_rows(), Run.name, Run.links)
+        first: dict[str, _Row] = {}
+        for index in sorted(candidates):
+            row = _Row(candidates[index], index, None)
+            for url in dict.fromkeys(row.run.links or []):
+                key = link_key(url)
+                if key in first and first[key] is not row:
+                    self.add(row, _LINKS, "error", "link-shared", f"the W&B link {url} is also on {first[key].label}")
+                first.setdefault(key, row)
+
+    def _finish_reproductions(self) -> None:
+        tol = self.tol
+        siblings: dict[tuple[int, Optional[str]], list[_Row]] = {}
+        for row, original_id, key in self.reproductions:
+            run = row.run
+            index, name, original, original_key = self.originals[original_id]
+            if run.val_miou is not None:
+                siblings.setdefault((original_id, key), []).append(row)
+            if key is None or key != original_key:
+                continue  # another experiment (overrides): its scores need not agree
+            for (column, label), a, b in zip(METRICS, original, _scores_of(run)):
+                if a is not None and b is not None and abs(b - a) > tol + 1e-12:
+                    self.add(row, _REPRODUCTION, "warning", "reproduction-disagrees",
+                             f"{label} {b:.4f} differs by {b - a:+.4f} from the original's {a:.4f} "
+                             f"(row {index} ({name})), more than the tolerance {tol:g}")
+        for group in siblings.values():
+            if len(group) < 2:
+                continue
+            values = [r.run.val_miou for r in group]
+            if max(values) - min(values) <= tol + 1e-12:
+                continue
+            mean = statistics.fmean(values)
+            worst = max(reversed(group), key=lambda r: abs(r.run.val_miou - mean))
+            self.add(worst, _REPEATS, "warning", "repeats-disagree",
+                     f"val mIoU {worst.run.val_miou:.4f}; its {len(group)} sibling repeats range "
+                     f"{min(values):.4f}..{max(values):.4f} (mean {mean:.4f}), wider than the tolerance {tol:g}: "
+                     + ", ".join(r.run.name for r in group))
+
+
+@dataclass(frozen=True)
+class _Scores:
+    name: str
+    lb_miou: Optional[float]
+    val_miou: Optional[float]
+    lb_val_miou: Optional[float]
+
+
+# A URL that `link_key` only cuts and lower-cases: scheme://host, a path, then a query or
+# fragment it drops; nothing it would strip, split differently or refuse (spaces, controls,
+# brackets, a host that is not ASCII).
+_SIMPLE_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([A-Za-z0-9._~%!$&'()*+,;=:@-]+)((?:/[^?#\x00-\x20\x7f]*)?)"
+                         r"(?:[?#][^\x00-\x20\x7f]*)?")
+
+
+def _link_key(url: str) -> str:
+    """`link_key(url)`, without urllib for the common case (it is most of the links rule's time)."""
+    match = _SIMPLE_URL.fullmatch(url)
+    if match is None:
+        return link_key(url)
+    scheme, host, path = match.groups()
+    return f"{scheme.lower()}://{host.lower()}{path.rstrip('/')}"
+
+
+def _scores_of(run: Any) -> tuple[Optional[float], ...]:
+    return tuple(getattr(run, column) for column, _ in METRICS)
+
+
+class _Hashes:
+    """Values seen on the rows, in bounded memory: a 64-bit hash of each and its row number.
+
+    Rules that compare rows with each other ask which rows may share a value; those few
+    are then read again and compared exactly (a hash can collide, a value cannot).
+    """
+
+    def __init__(self) -> None:
+        self.hashes, self.rows = array("q"), array("i")
+
+    def add(self, value: str, row: int) -> None:
+        self.hashes.append(hash(value))
+        self.rows.append(row)
+
+    def repeated_rows(self) -> set[int]:
+        """The rows whose value's hash was seen more than once."""
+        ordered = sorted(self.hashes)
+        twice = {a for a, b in zip(ordered, islice(ordered, 1, None)) if a == b}
+        del ordered
+        return self.rows_with(twice)
+
+    def rows_with(self, hashes: set[int]) -> set[int]:
+        if not hashes:
+            return set()
+        return {row for value, row in zip(self.hashes, self.rows) if value in hashes}
+
+
+def _check_stale(row: _Row, fixed: set[str], add: Any) -> None:
+    if row.run.name in fixed:
+        add(row, "info", "stale-run-fixed", f"its trainer was gone; now marked interrupted ({row.run.error})")
+        return
+    reason = stale_reason(row.run)
+    if reason is not None:
+        add(row, "warning", "stale-run",
+            f"marked running, but {reason}; `ledger check --fix` marks it interrupted, "
+            f"`ledger reproduce {row.run.name} --resume` takes it over")
 
 
 def _job_value(row: _Row, name: str) -> Any:
@@ -185,24 +414,29 @@ def _close(a: Any, b: Any) -> bool:
 def _check_name(row: _Row, add: Any) -> None:
     name, args = row.run.name.lower(), row.args or {}
     criteria = _criteria(args)
-    if _NAME_FOCAL.search(name) and criteria and not any("focal" in c for c in criteria):
+    # Each name rule needs a word first, looked for as a plain substring: a regex search per
+    # rule and row is most of the time these rules take.
+    if "focal" in name and _NAME_FOCAL.search(name) and criteria and not any("focal" in c for c in criteria):
         add(row, "error", "name-vs-arguments",
             f"the name says focal, but the arguments record {_shown(args, _LOSS_ARGS)}: no focal loss")
-    if _NAME_CUTMIX.search(name) and args.get("cutmix") is not True:
+    if "cutmix" in name and _NAME_CUTMIX.search(name) and args.get("cutmix") is not True:
         said = f"cutmix={args['cutmix']!r}" if "cutmix" in args else "no cutmix (default False)"
         add(row, "error", "name-vs-arguments", f"the name says cutmix, but the arguments record {said}")
-    if _NAME_MULTI.search(name) and not _multi(args):
+    if "_loss" in name and _NAME_MULTI.search(name) and not _multi(args):
         add(row, "error", "name-vs-arguments",
             f"the name says a multi loss, but the arguments record {_shown(args, _LOSS_ARGS) or 'a single loss'}")
-    match = _NAME_TMAX.search(name)
-    t_max = _job_value(row, "t_max")
+    # The job only where the name claims something of it: resolving it is the costly part.
+    match = "max" in name and _NAME_TMAX.search(name)
+    t_max = _job_value(row, "t_max") if match else None
     if match and t_max is not None and int(match.group(1)) != t_max:
         add(row, "warning", "name-vs-job",
             f"the name says T_max {match.group(1)}, but the job's T_max is {t_max}{_source_note(row, 't_max')}")
-    match = _NAME_GAMMA.search(name)
+    match = "gamma" in name and _NAME_GAMMA.search(name)
+    if not match:
+        return
     gamma = _job_value(row, "focal_gamma")
     uses_focal = "focal" in (_job_value(row, "criterion1"), _job_value(row, "criterion2"))
-    if match and gamma is not None and uses_focal and not _close(match.group(1).replace("p", "."), gamma):
+    if gamma is not None and uses_focal and not _close(match.group(1).replace("p", "."), gamma):
         add(row, "warning", "name-vs-job",
             f"the name says focal gamma {match.group(1)}, but the job's focal gamma is {gamma}"
             f"{_source_note(row, 'focal_gamma')}")
@@ -236,6 +470,9 @@ def _check_notes(row: _Row, previous: Optional[_Row], add: Any) -> None:
             add(row, "warning", "notes-vs-arguments",
                 f"the notes say {match.group(0).strip()!r} as a change, but the previous {previous.label} "
                 f"already records {key}={before!r}")
+    lowered = notes.lower()
+    if not ("max" in lowered or "gamma" in lowered or "(" in notes):
+        return  # no T_max, gamma or augmentation below: the job need not be resolved
     if row.view is None or row.view.job is None:
         return
     for match in _NOTE_TMAX.finditer(notes):
@@ -280,19 +517,23 @@ def _check_loss_claims(row: _Row, previous: Optional[_Row], add: Any) -> None:
     denied: list[str] = []
     from_notes = False
     smoothing = "label_smoothing" in criteria or any("smooth" in c for c in criteria)
-    match = _NOTE_SMOOTHING.search(notes)
+    # Each claim needs a word first; a plain substring of the lower-cased text finds it
+    # (of the letters of these words, none has a case-insensitive twin outside ASCII that
+    # lower() would miss, as 's' and 'i' have).
+    lowered, name = notes.lower(), row.run.name.lower()
+    match = "mooth" in lowered and _NOTE_SMOOTHING.search(notes)
     if match and not smoothing:
         denied.append(f"the notes say label smoothing ({match.group(0)!r})")
         from_notes = True
-    match = _NAME_SMOOTHING.search(row.run.name.lower())
+    match = "label_smooth" in name and _NAME_SMOOTHING.search(name)
     if match and not smoothing:
         denied.append(f"the name says label smoothing ({match.group(1)!r})")
-    match = _NOTE_SINGLE.search(notes)
-    if match and _multi(args):
-        denied.append(f"the notes say a single loss ({match.group(0)!r})")
+    single = ("dual" in lowered or "ngle" in lowered) and _NOTE_SINGLE.search(notes)
+    if single and _multi(args):
+        denied.append(f"the notes say a single loss ({single.group(0)!r})")
         from_notes = True
-    match = _NOTE_MULTI.search(notes)
-    if match and not _multi(args) and not _NOTE_SINGLE.search(notes):
+    match = ("*" in notes or "비율" in notes or "혼용" in notes) and _NOTE_MULTI.search(notes)
+    if match and not _multi(args) and not single:
         denied.append(f"the notes say a mix of two losses ({match.group(0)!r})")
         from_notes = True
     if not denied:
@@ -305,95 +546,25 @@ def _check_loss_claims(row: _Row, previous: Optional[_Row], add: Any) -> None:
     add(row, "warning", "notes-vs-arguments" if from_notes else "name-vs-arguments", message)
 
 
-def _check_run_names(rows: list[_Row], add: Any) -> None:
-    by_name = {r.run.name: r for r in rows}
-    groups: dict[str, list[_Row]] = {}
-    for row in rows:
-        recorded = (row.args or {}).get("run_name")
-        if not isinstance(recorded, str):
-            continue
-        groups.setdefault(recorded, []).append(row)
-        if recorded != row.run.name:
-            other = by_name.get(recorded)
-            where = f" (it is the name of {other.label})" if other is not None and other is not row else ""
-            add(row, "warning", "run-name-mismatch",
-                f"the arguments record run_name={recorded!r}, not the row's name{where}")
-    for recorded, group in groups.items():
-        if len(group) < 2:
-            continue
-        owner = next((r for r in group if r.run.name == recorded), group[0])
-        for row in group:
-            if row is owner:
-                continue
-            others = ", ".join(r.label for r in group if r is not row)
-            add(row, "warning", "run-name-shared",
-                f"run_name={recorded!r} is also the run_name of {others}: their W&B runs share one name")
-
-
-def _check_scores(session: Session, rows: list[_Row], add: Any) -> None:
+def _score_header(session: Session) -> Optional[str]:
+    """The column of the log that holds the LB score, or None where the log keeps its scores in the notes."""
     document = session.scalars(select(Document)).first()
     if document is None:
-        return
+        return None
     roles = roles_for(list(document.headers))
-    if "lb" not in roles:
-        return  # the log keeps its scores in the notes; nothing to disagree with
-    header = document.headers[roles.index("lb")]
-    for row in rows:
-        if row.run.cells is None:
-            continue
-        column = parse_lb(unescape_cell(row.run.cells.get(header, "")))
-        noted = parse_lb(row.run.notes)
-        if noted is None:
-            continue
-        if column is None:
-            add(row, "warning", "score-missing",
-                f"the notes state an LB score of {noted:g}, but the {header!r} column is empty")
-        elif not _close(column, noted):
-            add(row, "error", "score-mismatch",
-                f"the notes state an LB score of {noted:g}, but the {header!r} column says {column:g}")
+    return document.headers[roles.index("lb")] if "lb" in roles else None
 
 
-def _check_links(rows: list[_Row], add: Any) -> None:
-    first: dict[str, _Row] = {}
-    for row in rows:
-        for url in dict.fromkeys(row.run.links or []):
-            key = link_key(url)
-            if key in first and first[key] is not row:
-                add(row, "error", "link-shared", f"the W&B link {url} is also on {first[key].label}")
-            first.setdefault(key, row)
-
-
-def _check_reproductions(rows: list[_Row], tol: float, add: Any) -> None:
-    index = {r.run.id: r for r in rows}
-    siblings: dict[tuple[int, Optional[str]], list[_Row]] = {}
-    for row in rows:
-        run = row.run
-        if run.kind != "reproduction" or run.parent is None or run.status not in (None, "finished"):
-            continue
-        original = run.parent
-        mine = run_job(run)
-        key = experiment_key(mine.job)
-        if run.val_miou is not None:
-            siblings.setdefault((original.id, key), []).append(row)
-        if key is None or key != experiment_key(run_job(original).job):
-            continue  # another experiment (overrides): its scores need not agree
-        for column, label in METRICS:
-            a, b = getattr(original, column), getattr(run, column)
-            if a is not None and b is not None and abs(b - a) > tol + 1e-12:
-                where = index[original.id].label if original.id in index else original.name
-                add(row, "warning", "reproduction-disagrees",
-                    f"{label} {b:.4f} differs by {b - a:+.4f} from the original's {a:.4f} ({where}), "
-                    f"more than the tolerance {tol:g}")
-    for group in siblings.values():
-        if len(group) < 2:
-            continue
-        values = [r.run.val_miou for r in group]
-        if max(values) - min(values) <= tol + 1e-12:
-            continue
-        mean = statistics.fmean(values)
-        worst = max(reversed(group), key=lambda r: abs(r.run.val_miou - mean))
-        add(worst, "warning", "repeats-disagree",
-            f"val mIoU {worst.run.val_miou:.4f}; its {len(group)} sibling repeats range "
-            f"{min(values):.4f}..{max(values):.4f} (mean {mean:.4f}), wider than the tolerance {tol:g}: "
-            + ", ".join(r.run.name for r in group))
-
+def _check_score(row: _Row, header: str, add: Any) -> None:
+    if row.run.cells is None:
+        return
+    column = parse_lb(unescape_cell(row.run.cells.get(header, "")))
+    noted = parse_lb(row.run.notes)
+    if noted is None:
+        return
+    if column is None:
+        add(row, "warning", "score-missing",
+            f"the notes state an LB score of {noted:g}, but the {header!r} column is empty")
+    elif not _close(column, noted):
+        add(row, "error", "score-mismatch",
+            f"the notes state an LB score of {noted:g}, but the {header!r} column says {column:g}")
