@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields
+from operator import itemgetter
+from types import SimpleNamespace
+from typing import Any, Iterator, Optional
 
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, aliased
 
-from ledger.analysis.jobs import LABEL_FIELDS, RunJob, run_job, same
+from ledger.analysis.jobs import LABEL_FIELDS, JobViews, RunJob, same
 from ledger.analysis.repeats import Repeats, repeats_of, spread_check
 from ledger.store.models import Run
-from ledger.store.shapes import nest_children
-from ledger.store.sql_reader import list_runs
 from reproduce.job import JOB_FIELDS
 
 
@@ -44,7 +45,12 @@ class HistoryEntry:
     sweep: Optional[dict[str, Any]] = None  # a queued sweep's member: {"group": first row, "values": {...}}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The fields as they are (what dataclasses.asdict gives, without its deep copy of
+        # every value: a ledger's history is one entry per run).
+        return {name: getattr(self, name) for name in _ENTRY_FIELDS}
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
 
 
 def sweep_of(run: Run) -> Optional[dict[str, Any]]:
@@ -64,39 +70,88 @@ def history(session: Session) -> list[HistoryEntry]:
     label) and a job field that changed where no changed argument set it (the code state,
     the notes, a default or an override did). Runs without recorded arguments (started
     from the ledger with a stored job) are compared by their jobs alone.
+
+    `iter_history` gives the same entries one at a time.
     """
-    entries: list[HistoryEntry] = []
-    previous: Optional[Run] = None
+    return list(iter_history(session))
+
+
+def iter_history(session: Session) -> Iterator[HistoryEntry]:
+    """`history`, an entry at a time, reading the runs a batch at a time: memory does not
+    grow with the runs. Each configuration of arguments is resolved once (`JobViews`)."""
+    views = JobViews()
+    previous: Optional[Any] = None
     previous_view: Optional[RunJob] = None
     previous_repeats: Optional[Repeats] = None
-    scored: Optional[Run] = None
-    for run, depth in nest_children(list_runs(session)):
-        entry = HistoryEntry(run.name, run.date, run.kind, depth, run.parent.name if run.parent else None,
-                             run.status, run.lb_miou, val_miou=run.val_miou, lb_val_miou=run.lb_val_miou,
-                             notes=run.notes, sweep=sweep_of(run))
+    scored: Optional[Any] = None
+    for run, depth, parent in _nested(session):
+        entry = HistoryEntry(run.name, run.date, run.kind, depth, parent, run.status, run.lb_miou,
+                             val_miou=run.val_miou, lb_val_miou=run.lb_val_miou, notes=run.notes,
+                             sweep=sweep_of(run))
         if run.kind == "reproduction":
-            view = run_job(run)
+            view = views.of(run)
             entry.job_error = view.error
             if view.job is not None:
                 entry.overrides = {f: view.job.get(f) for f in view.overridden}
-            entries.append(entry)
+            yield entry
             continue
         if run.lb_miou is not None:
             if scored is not None:
                 entry.lb_delta = run.lb_miou - scored.lb_miou
                 entry.delta_from = scored.name
             scored = run
-        view = run_job(run)
+        view = views.of(run)
         entry.job_error = view.error
-        repeats = repeats_of(run)
+        repeats = repeats_of(run) if hasattr(run, "children") else None  # (without children, it has none)
         entry.repeats = repeats.to_dict() if repeats else None
         if run.kind == "logged":
             if previous is not None:
                 _describe_change(entry, previous, previous_view, run, view)
                 entry.repeats_delta = spread_check(previous_repeats, repeats)
             previous, previous_view, previous_repeats = run, view, repeats
-        entries.append(entry)
-    return entries
+        yield entry
+
+
+# Columns of a run history and `run_job` read.
+_COLUMNS = ("id", "position", "name", "date", "kind", "status", "lb_miou", "val_miou", "lb_val_miou", "notes",
+            "queue", "parent_id", "args", "args_raw", "args_status", "args_error", "job", "job_hash", "command")
+_BATCH = 1000
+
+
+def _nested(session: Session) -> Iterator[tuple[Any, int, Optional[str]]]:
+    """(run, depth, parent's name) in display order, as `ledger.store.shapes.nest_children`
+    orders them: runs in ledger order, each followed by the runs made from it, nested.
+
+    Runs are read a batch at a time, and a run's children with one query where it has
+    any; such a run comes with them as `children` (for `repeats_of`).
+    """
+    connection = session.connection()
+    parents = set(connection.scalars(select(Run.parent_id).where(Run.parent_id.is_not(None)).distinct()))
+    columns = [getattr(Run, c) for c in _COLUMNS]
+    children = select(*columns).where(Run.parent_id == bindparam("parent")).order_by(Run.position, Run.id)
+
+    def with_children(row: Any) -> Any:
+        if row.id not in parents:
+            return row
+        found = connection.execute(children, {"parent": row.id}).all()
+        return SimpleNamespace(**row._mapping, children=[with_children(child) for child in found])
+
+    def visit(run: Any, depth: int, parent: Optional[str]) -> Iterator[tuple[Any, int, Optional[str]]]:
+        yield run, depth, parent
+        for child in getattr(run, "children", ()):
+            yield from visit(child, depth + 1, run.name)
+
+    # Roots: runs without a parent in the ledger.
+    found = aliased(Run)
+    roots = (select(*columns).outerjoin(found, Run.parent_id == found.id).where(found.id.is_(None))
+             .order_by(Run.position, Run.id))
+    for row in connection.execute(roots.execution_options(yield_per=_BATCH)):
+        yield from visit(with_children(row), 0, None)
+
+
+# The job fields compared between runs, in the job's order: those that define the experiment.
+_COMPARED_FIELDS = tuple(name for name in JOB_FIELDS if name not in LABEL_FIELDS)
+_compared = itemgetter(*_COMPARED_FIELDS)
 
 
 def _describe_change(entry: HistoryEntry, before: Run, before_view: RunJob, after: Run, after_view: RunJob) -> None:
@@ -118,8 +173,12 @@ def _describe_change(entry: HistoryEntry, before: Run, before_view: RunJob, afte
     old, new = before_view.job, after_view.job
     if not same(old.get("code_state"), new.get("code_state")):
         entry.code_state = {"before": old.get("code_state"), "after": new.get("code_state")}
-    for name in JOB_FIELDS:
-        if name in LABEL_FIELDS or same(old.get(name), new.get(name)):
+    try:
+        pairs = zip(_COMPARED_FIELDS, _compared(old), _compared(new))
+    except KeyError:  # a stored job without some field
+        pairs = ((name, old.get(name), new.get(name)) for name in _COMPARED_FIELDS)
+    for name, before_value, after_value in pairs:
+        if before_value is after_value or same(before_value, after_value):
             continue
         sources = [before_view.sources.get(name), after_view.sources.get(name)]
         # Explained when an argument that changed set this field on either side.
