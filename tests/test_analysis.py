@@ -526,7 +526,9 @@ def test_set_with_an_lb_column_writes_the_column_not_the_notes(engine, tmp_path)
     load(engine, table("| a | 0.5 | first |", "| b |  | second |", header="| Run Name | LB | ETC |"), tmp_path)
     with transaction(engine) as session:
         result = set_run(session, "b", lb=0.62)
-    assert result.changed == ["lb_miou"] and result.notes == "second"
+    assert result.changed == ["lb_miou", "scores"] and result.notes == "second"  # the LB column is a score too
+    with transaction(engine) as session:
+        assert get_run(session, "b").scores == {"lb": 0.62}
     text = _export(engine)
     # A hand-written (not Prettier-aligned) table: the other lines are kept as written.
     assert text.splitlines()[2:] == ["| a | 0.5 | first |", "| b | 0.62 | second |"]

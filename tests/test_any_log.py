@@ -279,3 +279,28 @@ def test_json_of_another_tool_keeps_every_value(tmp_path):
     assert import_json(source, db)["unchanged"] == ["a", "b"]
     result = cli("reproduce", "a", "--dry-run", "--db", db)
     assert result.exit_code == 1 and "separate values" in result.stderr
+
+
+def test_history_and_plot_follow_a_score_column(tmp_path):
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    import_json(THREE, db)
+    entries = json.loads(ok("history", "--json", "--db", db))
+    assert [e["section"] for e in entries] == ["Unet"] * 3 + ["Unet++"] * 2 + ["DeepLabV3"]
+    deltas = [e["score_deltas"] for e in entries]
+    assert deltas[0] == {} and deltas[1]["miou_latest"] == pytest.approx(0.3655 - 0.3712)
+    assert deltas[3]["lb_score"] == pytest.approx(0.6012 - 0.5811)  # against the last run with a number
+    assert deltas[5] == {"lb_score": pytest.approx(0.552 - 0.6012)}  # its miou_latest is N/A
+    assert [c["key"] for c in entries[2]["argument_changes"]] == ["epochs"]
+    table = ok("history", "--metric", "miou_latest", "--format", "md", "--db", db)
+    assert "| Δ miou_latest |" in table and "-0.0057" in table
+    result = cli("history", "--metric", "dice", "--db", db)
+    assert result.exit_code == 1 and "miou_latest, lb_score" in result.stderr
+
+    pytest.importorskip("matplotlib")
+    from ledger.analysis.plots import plot_scores
+    from ledger.store.db import open_ledger, transaction
+
+    with transaction(open_ledger(db, read_only=True), write=False) as session:
+        drawn = plot_scores(session, tmp_path / "m.png", "miou_latest")
+    assert [p["miou_latest"] for p in drawn["points"]] == [0.3712, 0.3655, 0.3811, 0.3904, 0.342]
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

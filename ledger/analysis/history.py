@@ -43,6 +43,10 @@ class HistoryEntry:
     repeats_delta: Optional[dict[str, Any]] = None  # against the previous logged run's repeats
     overrides: Optional[dict[str, Any]] = None  # a reproduction's overridden job fields
     sweep: Optional[dict[str, Any]] = None  # a queued sweep's member: {"group": first row, "values": {...}}
+    section: Optional[str] = None  # the heading above the run's table in the log
+    scores: Optional[dict[str, Any]] = None  # the log's score columns: {metric: number or None}
+    # Each score against the last logged run before it that has a number for it.
+    score_deltas: Optional[dict[str, float]] = None
 
     def to_dict(self) -> dict[str, Any]:
         # The fields as they are (what dataclasses.asdict gives, without its deep copy of
@@ -84,10 +88,15 @@ def iter_history(session: Session) -> Iterator[HistoryEntry]:
     previous_view: Optional[RunJob] = None
     previous_repeats: Optional[Repeats] = None
     scored: Optional[Any] = None
+    last_scores: dict[str, float] = {}  # each score's value in the last logged run that had one
     for run, depth, parent in _nested(session):
         entry = HistoryEntry(run.name, run.date, run.kind, depth, parent, run.status, run.lb_miou,
                              val_miou=run.val_miou, lb_val_miou=run.lb_val_miou, notes=run.notes,
-                             sweep=sweep_of(run))
+                             sweep=sweep_of(run), section=run.section, scores=dict(run.scores) if run.scores else None)
+        if run.kind != "reproduction" and run.scores:
+            entry.score_deltas = {m: v - last_scores[m] for m, v in run.scores.items()
+                                  if v is not None and m in last_scores}
+            last_scores.update((m, v) for m, v in run.scores.items() if v is not None)
         if run.kind == "reproduction":
             view = views.of(run)
             entry.job_error = view.error
@@ -114,7 +123,8 @@ def iter_history(session: Session) -> Iterator[HistoryEntry]:
 
 # Columns of a run history and `run_job` read.
 _COLUMNS = ("id", "position", "name", "date", "kind", "status", "lb_miou", "val_miou", "lb_val_miou", "notes",
-            "queue", "parent_id", "args", "args_raw", "args_status", "args_error", "job", "job_hash", "command")
+            "queue", "parent_id", "args", "args_raw", "args_status", "args_error", "job", "job_hash", "command",
+            "section", "scores")
 _BATCH = 1000
 
 

@@ -29,7 +29,11 @@ def change_label(entry: Any, limit: int = 3) -> str:
     if entry.kind == "ensemble":
         return "ensemble of runs"
     if entry.job_error:
-        return "no training job"
+        if entry.argument_changes:  # another code family's rows: what its arguments say changed
+            parts = [f"{c['key']} {_fmt(c['before'])}→{_fmt(c['after'])}" for c in entry.argument_changes]
+            more = [f"(+{len(parts) - limit} more)"] if len(parts) > limit else []
+            return "\n".join(parts[:limit] + more)
+        return "first run" if entry.previous is None else "no training job"
     if entry.previous is None:
         return "first run"
     parts = []
@@ -52,37 +56,52 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def plot_scores(session: Session, output: Path) -> dict[str, Any]:
-    """LB mIoU of every scored logged run, in log order, each labelled by its change."""
+def plot_scores(session: Session, output: Path, metric: Optional[str] = None) -> dict[str, Any]:
+    """A score of every logged run, in log order, each labelled by its change: the LB mIoU,
+    or `metric`, one of the log's score columns (`miou_latest`)."""
     from ledger.analysis.history import history
 
     entries = [e for e in history(session) if e.kind != "reproduction"]
-    points = [(i, e) for i, e in enumerate(entries) if e.lb_miou is not None]
+    if metric in (None, "lb_miou", "lb"):
+        metric, label = None, "LB mIoU"
+        value_of = lambda e: e.lb_miou  # noqa: E731
+    else:
+        known = list(dict.fromkeys(m for e in entries for m in e.scores or {}))
+        if metric not in known:
+            have = f"the log's score columns are: {', '.join(known)}" if known else "the log has no score columns"
+            raise LedgerError(f"--metric {metric!r}: no run has it; {have} (or lb_miou)")
+        label = metric
+        value_of = lambda e: (e.scores or {}).get(metric)  # noqa: E731
+    points = [(i, e, value_of(e)) for i, e in enumerate(entries) if value_of(e) is not None]
     if not points:
+        if metric:
+            raise LedgerError(f"no run has a number for {metric} to plot")
         raise LedgerError("no run in the ledger has an LB score to plot; record one with `ledger set RUN --lb X`")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(8.0, 1.5 * len(entries)), 6.5), constrained_layout=True)
-    xs = [i for i, _ in points]
-    ys = [e.lb_miou for _, e in points]
+    xs = [i for i, _, _ in points]
+    ys = [v for _, _, v in points]
     ax.plot(xs, ys, "-", color="#9db4d6", zorder=1)
-    colors = ["#c0392b" if e.confounded else "#1f5fa8" for _, e in points]
+    colors = ["#c0392b" if e.confounded else "#1f5fa8" for _, e, _ in points]
     ax.scatter(xs, ys, c=colors, s=60, zorder=2)
     span = (max(ys) - min(ys)) or 0.05
-    for n, (i, e) in enumerate(points):
-        label = f"{e.lb_miou:.4f}\n{change_label(e)}"
+    for n, (i, e, v) in enumerate(points):
+        text = f"{v:.4f}\n{change_label(e)}"
         offset = 28 if n % 2 == 0 else -70
-        ax.annotate(label, (i, e.lb_miou), textcoords="offset points", xytext=(0, offset), ha="center",
+        ax.annotate(text, (i, v), textcoords="offset points", xytext=(0, offset), ha="center",
                     fontsize=8, va="bottom" if offset > 0 else "top",
                     arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6))
     ax.set_ylim(min(ys) - 0.9 * span, max(ys) + 0.9 * span)
     ax.set_xlim(-0.6, len(entries) - 0.4)
     ax.set_xticks(range(len(entries)))
     ax.set_xticklabels([e.name for e in entries], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("LB mIoU")
-    ax.set_title("Leaderboard score over the log (red: several things changed at once)")
+    ax.set_ylabel(label)
+    what = "Leaderboard score" if metric is None else metric
+    ax.set_title(f"{what} over the log (red: several things changed at once)")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, output)
-    return {"output": str(output), "points": [{"run": e.name, "lb_miou": e.lb_miou} for _, e in points]}
+    key = metric or "lb_miou"
+    return {"output": str(output), "metric": key, "points": [{"run": e.name, key: v} for _, e, v in points]}
 
 
 def _short_name(name: str, width: int = 28) -> str:

@@ -228,27 +228,50 @@ def _val_text(entry: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _history_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+def _history_rows(entries: list[dict[str, Any]], metric: Optional[str] = None) -> list[list[str]]:
+    """Table rows; `metric` (one of the log's score columns) takes the place of the LB score."""
     rows = []
     for e in entries:
         name = ("  " * (e["depth"] - 1) + "└ " if e["depth"] else "") + e["name"]
-        rows.append([e["date"] or "", name, _score(e["lb_miou"]) if e["lb_miou"] is not None else "",
-                     _delta(e["lb_delta"]), _val_text(e), _changes_text(e), _attribution_text(e), e["notes"] or ""])
+        if metric is None:
+            value, delta = e["lb_miou"], e["lb_delta"]
+        else:
+            value, delta = (e["scores"] or {}).get(metric), (e["score_deltas"] or {}).get(metric)
+        rows.append([e["date"] or "", name, _score(value) if value is not None else "",
+                     _delta(delta), _val_text(e), _changes_text(e), _attribution_text(e), e["notes"] or ""])
     return rows
 
 
 HISTORY_HEADER = ["Date", "Run", "LB mIoU", "Δ LB", "val mIoU", "Changed", "Attributable", "Notes"]
 
 
+def _history_header(metric: Optional[str]) -> list[str]:
+    return HISTORY_HEADER if metric is None else ["Date", "Run", metric, f"Δ {metric}", *HISTORY_HEADER[4:]]
+
+
+def _check_metric(metric: Optional[str], entries: list[dict[str, Any]]) -> Optional[str]:
+    """None for the LB score; else a score column some run has, or a LedgerError naming them."""
+    if metric in (None, "lb_miou", "lb"):
+        return None
+    known = list(dict.fromkeys(m for e in entries for m in e["scores"] or {}))
+    if metric not in known:
+        from ledger.core.errors import LedgerError
+
+        have = f"the log's score columns are: {', '.join(known)}" if known else "the log has no score columns"
+        raise LedgerError(f"--metric {metric!r}: no run has it; {have} (or lb_miou)")
+    return metric
+
+
 @app.command("history")
 @user_errors
 def history_cmd(
+    metric: Annotated[Optional[str], typer.Option("--metric", metavar="NAME", help="Follow one of the log's score columns (e.g. miou_latest) instead of the LB score; --json always carries every score and its delta.")] = None,
     fmt: FormatOption = "table",
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Each run against the logged run before it: what changed (arguments and resolved job),
-    the LB score and its delta, and whether the delta can be attributed to one change."""
+    the LB score (or --metric) and its delta, and whether the delta can be attributed to one change."""
     from ledger.analysis.history import history
     from ledger.store.db import open_ledger, transaction
 
@@ -256,21 +279,23 @@ def history_cmd(
     engine = open_ledger(db, read_only=True)
     with transaction(engine, write=False) as session:
         entries = [e.to_dict() for e in history(session)]
+    metric = _check_metric(metric, entries)
     if out == "json":
         print_json(entries)
         return
-    rows = _history_rows(entries)
+    rows = _history_rows(entries, metric)
+    header = _history_header(metric)
     if out == "md":
-        typer.echo(_markdown_table(HISTORY_HEADER, rows), nl=False)
+        typer.echo(_markdown_table(header, rows), nl=False)
         return
     from rich.table import Table
     from rich.text import Text
 
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for header in HISTORY_HEADER:
-        numeric = header in ("LB mIoU", "Δ LB")
-        table.add_column(header, justify="right" if numeric else "left",
-                         no_wrap=header in ("Date", "LB mIoU", "Δ LB"), overflow="fold")
+    for k, header in enumerate(header):
+        numeric = k in (2, 3)  # the score and its delta
+        table.add_column(Text(header), justify="right" if numeric else "left", no_wrap=k in (0, 2, 3),
+                         overflow="fold")
     for entry, row in zip(entries, rows):
         cells = [Text(c) for c in row]
         if entry["confounded"]:
