@@ -304,3 +304,16 @@ def test_history_and_plot_follow_a_score_column(tmp_path):
         drawn = plot_scores(session, tmp_path / "m.png", "miou_latest")
     assert [p["miou_latest"] for p in drawn["points"]] == [0.3712, 0.3655, 0.3811, 0.3904, 0.342]
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_reads_each_tables_own_lb_column(tmp_path):
+    log = tmp_path / "two.md"
+    log.write_text("## A\n\n| Run Name | ETC |\n| --- | --- |\n| a1 | lb mIoU : 0.5 |\n\n"
+                   "## B\n\n| Run Name | LB score | ETC |\n| --- | --- | --- |\n| b1 | 0.6 | lb mIoU : 0.7 |\n"
+                   "| b2 | 0.6 | lb mIoU : 0.6 |\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    import_json(log, db)
+    result = cli("check", "--json", "--db", db)
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["run"], f["code"]) for f in findings] == [("b1", "score-mismatch")]
+    assert "'LB score' column says 0.6" in findings[0]["message"]

@@ -129,7 +129,7 @@ def check_ledger(session: Session, *, tol: float = DEFAULT_TOL, fix: bool = Fals
         raise LedgerError("--tol must be 0 or more")
     fixed = reap_stale(session) if fix else None
     audit = _Audit(session, tol, fixed or [])
-    for row in _rows(session, audit.views, cells=audit.score_header is not None):
+    for row in _rows(session, audit.views, cells=any(audit.score_headers)):
         audit.add_row(row)
     audit.finish()
     return CheckReport([f for *_, f in sorted(audit.findings, key=lambda t: t[:3])], fixed)
@@ -138,7 +138,7 @@ def check_ledger(session: Session, *, tol: float = DEFAULT_TOL, fix: bool = Fals
 # Columns of a run the rules and `run_job` read.
 _COLUMNS = ("id", "name", "kind", "date", "args", "args_raw", "args_status", "args_error", "notes", "links",
             "status", "error", "host", "pid", "heartbeat_at", "lb_miou", "val_miou", "lb_val_miou", "parent_id",
-            "job", "job_hash", "command")
+            "job", "job_hash", "command", "table_index")
 _BATCH = 1000
 
 
@@ -167,7 +167,7 @@ class _Audit:
         self.findings: list[tuple[int, int, int, Finding]] = []
         self.ids = array("q")  # row number - 1 -> run id (8 bytes a run)
         self.previous: Optional[_Row] = None  # the logged row before
-        self.score_header = _score_header(session)
+        self.score_headers = _score_headers(session)
         # run names: the logged rows' recorded run_names, as hashes; the rows that record another's
         self.recorded = _Hashes()
         self.mismatches: list[tuple[int, str, int]] = []  # row, recorded run_name, finding order
@@ -193,8 +193,9 @@ class _Audit:
             _check_notes(row, self.previous, add)
             self.previous = row
             self._note_run_name(row)
-        if self.score_header is not None:
-            _check_score(row, self.score_header, self._adder(_SCORES))
+        header = _table_header(self.score_headers, run.table_index)
+        if header is not None:
+            _check_score(row, header, self._adder(_SCORES))
         for url in dict.fromkeys(run.links or []):
             self.links.add(_link_key(url), row.index)
         if run.id in self.wanted:
@@ -546,13 +547,26 @@ def _check_loss_claims(row: _Row, previous: Optional[_Row], add: Any) -> None:
     add(row, "warning", "notes-vs-arguments" if from_notes else "name-vs-arguments", message)
 
 
-def _score_header(session: Session) -> Optional[str]:
-    """The column of the log that holds the LB score, or None where the log keeps its scores in the notes."""
+def _score_headers(session: Session) -> list[Optional[str]]:
+    """For each table of the log, the column that holds the LB score, or None where the
+    table keeps its scores in the notes."""
+    from ledger.store.export import document_tables
+
     document = session.scalars(select(Document)).first()
     if document is None:
+        return []
+    headers = []
+    for layout in document_tables(document):
+        roles = roles_for(list(layout["headers"]), layout.get("name_column"))
+        headers.append(layout["headers"][roles.index("lb")] if "lb" in roles else None)
+    return headers
+
+
+def _table_header(headers: list[Optional[str]], table_index: Optional[int]) -> Optional[str]:
+    """The LB column of a row's table; rows merged from elsewhere are in the last table."""
+    if not headers:
         return None
-    roles = roles_for(list(document.headers))
-    return document.headers[roles.index("lb")] if "lb" in roles else None
+    return headers[table_index] if table_index is not None and 0 <= table_index < len(headers) else headers[-1]
 
 
 def _check_score(row: _Row, header: str, add: Any) -> None:
