@@ -602,6 +602,8 @@ class _CsvText:
     def cells(self, values: list[Any], as_float: bool) -> list[str]:
         """One column of a chunk as CSV fields; `as_float`: write its ints as floats."""
         kinds = set(map(type, values))
+        if kinds == {_NONE}:
+            return [""] * len(values)
         if kinds <= {str, _NONE}:
             return self.quoted(values if _NONE not in kinds else ["" if v is None else v for v in values])
         if kinds == {int} and not as_float:
@@ -694,15 +696,19 @@ class _JsonText:
     end = "\n]\n"
 
     def __init__(self, names: list[str]):
-        keys = [json.encoder.encode_basestring(n).replace("%", "%%") for n in names]
-        self.template = "  {\n" + ",\n".join(f"    {k}:%s" for k in keys) + "\n  }"
+        keys = [json.encoder.encode_basestring(n) for n in names]
+        # What comes before each value in a row's text, and after the last.
+        self.before = ["  {\n    " + keys[0] + ":"] + [",\n    " + key + ":" for key in keys[1:]]
         self.numbers = _Numbers(_json_float, "null")
 
     def cells(self, values: list[Any], as_float: bool) -> list[str]:
         """One column of a chunk as JSON values; `as_float`: write its ints as floats."""
         kinds = set(map(type, values))
-        if kinds == {str}:
-            return list(map(json.encoder.encode_basestring, values))
+        if kinds == {_NONE}:
+            return ["null"] * len(values)
+        if kinds <= {str, _NONE}:
+            quote = json.encoder.encode_basestring
+            return list(map(quote, values)) if _NONE not in kinds else ["null" if v is None else quote(v) for v in values]
         if kinds == {int} and not as_float:
             return list(map(str, values))
         if kinds <= {float, _NONE} or (as_float and kinds <= {int, float, _NONE}):
@@ -723,5 +729,11 @@ class _JsonText:
         return str(value)
 
     def rows(self, columns: list[list[str]]) -> str:
+        from itertools import repeat
+
+        parts: list[Any] = []
+        for before, cells in zip(self.before, columns):
+            parts += [repeat(before), cells]
+        parts.append(repeat("\n  }"))
         # ultrajson escapes every "/"; nothing else in the text has one.
-        return ",\n".join(map(self.template.__mod__, zip(*columns))).replace("/", "\\/")
+        return ",\n".join(map("".join, zip(*parts))).replace("/", "\\/")
