@@ -7,7 +7,7 @@ import math
 import re
 import statistics
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Iterable, Iterator, Optional
 
@@ -84,13 +84,15 @@ _NAME_SMOOTHING = re.compile(r"(?:^|_)(label_smooth[a-z]*)(?:_|$)")
 _LOSS_ARGS = ("criterion", "criterion1", "criterion2", "multi_loss")
 
 
-@dataclass
 class _Row:
-    run: Any  # the columns `_runs` reads, by name
-    index: int
-    args: Optional[dict[str, Any]]
-    views: Optional[JobViews] = None  # where its job comes from; None: it has none to check
-    _view: Any = field(default=False, repr=False)
+    """A run as the rules see it: its columns (`_rows`), its row number, its arguments."""
+
+    __slots__ = ("run", "index", "args", "views", "_view")
+
+    def __init__(self, run: Any, index: int, args: Optional[dict[str, Any]], views: Optional[JobViews] = None):
+        self.run, self.index, self.args = run, index, args
+        self.views = views  # where its job comes from; None: it has none to check
+        self._view: Any = False
 
     @property
     def label(self) -> str:
@@ -414,10 +416,10 @@ def _close(a: Any, b: Any) -> bool:
 
 def _check_name(row: _Row, add: Any) -> None:
     name, args = row.run.name.lower(), row.args or {}
-    criteria = _criteria(args)
     # Each name rule needs a word first, looked for as a plain substring: a regex search per
     # rule and row is most of the time these rules take.
-    if "focal" in name and _NAME_FOCAL.search(name) and criteria and not any("focal" in c for c in criteria):
+    criteria = _criteria(args) if "focal" in name and _NAME_FOCAL.search(name) else None
+    if criteria and not any("focal" in c for c in criteria):
         add(row, "error", "name-vs-arguments",
             f"the name says focal, but the arguments record {_shown(args, _LOSS_ARGS)}: no focal loss")
     if "cutmix" in name and _NAME_CUTMIX.search(name) and args.get("cutmix") is not True:
@@ -514,28 +516,30 @@ def _check_loss_claims(row: _Row, previous: Optional[_Row], add: Any) -> None:
     args, notes = row.args or {}, row.run.notes or ""
     if not any(k in args for k in _LOSS_ARGS):
         return
-    criteria = _criteria(args)
-    denied: list[str] = []
-    from_notes = False
-    smoothing = "label_smoothing" in criteria or any("smooth" in c for c in criteria)
     # Each claim needs a word first; a plain substring of the lower-cased text finds it
     # (of the letters of these words, none has a case-insensitive twin outside ASCII that
     # lower() would miss, as 's' and 'i' have).
     lowered, name = notes.lower(), row.run.name.lower()
-    match = "mooth" in lowered and _NOTE_SMOOTHING.search(notes)
-    if match and not smoothing:
-        denied.append(f"the notes say label smoothing ({match.group(0)!r})")
-        from_notes = True
-    match = "label_smooth" in name and _NAME_SMOOTHING.search(name)
-    if match and not smoothing:
-        denied.append(f"the name says label smoothing ({match.group(1)!r})")
+    smoothing_noted = "mooth" in lowered and _NOTE_SMOOTHING.search(notes)
+    smoothing_named = "label_smooth" in name and _NAME_SMOOTHING.search(name)
     single = ("dual" in lowered or "ngle" in lowered) and _NOTE_SINGLE.search(notes)
+    mixed = ("*" in notes or "비율" in notes or "혼용" in notes) and _NOTE_MULTI.search(notes)
+    if not (smoothing_noted or smoothing_named or single or mixed):
+        return
+    criteria = _criteria(args)
+    denied: list[str] = []
+    from_notes = False
+    smoothing = "label_smoothing" in criteria or any("smooth" in c for c in criteria)
+    if smoothing_noted and not smoothing:
+        denied.append(f"the notes say label smoothing ({smoothing_noted.group(0)!r})")
+        from_notes = True
+    if smoothing_named and not smoothing:
+        denied.append(f"the name says label smoothing ({smoothing_named.group(1)!r})")
     if single and _multi(args):
         denied.append(f"the notes say a single loss ({single.group(0)!r})")
         from_notes = True
-    match = ("*" in notes or "비율" in notes or "혼용" in notes) and _NOTE_MULTI.search(notes)
-    if match and not _multi(args) and not single:
-        denied.append(f"the notes say a mix of two losses ({match.group(0)!r})")
+    if mixed and not _multi(args) and not single:
+        denied.append(f"the notes say a mix of two losses ({mixed.group(0)!r})")
         from_notes = True
     if not denied:
         return

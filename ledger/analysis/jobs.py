@@ -101,7 +101,7 @@ class JobViews:
 
     def __init__(self, size: int = 4096):
         self.size = size
-        self.memo: dict[tuple[Any, ...], RunJob] = {}
+        self.memo: dict[tuple[Any, ...], tuple[RunJob, tuple[str, ...]]] = {}
         self.code_states: dict[Optional[str], str] = {}  # a row's date -> its code state's commit
 
     def of(self, run: Any) -> RunJob:
@@ -112,12 +112,16 @@ class JobViews:
         if stand_in is None:
             return run_job(run)
         key, proxy, run_name = stand_in
-        view = self.memo.get(key)
-        if view is None:
+        found = self.memo.get(key)
+        if found is None:
             if len(self.memo) >= self.size:
                 self.memo.clear()
-            view = self.memo[key] = run_job(proxy)
-        return _named(view, run.name, run_name)
+            view = run_job(proxy)
+            # The job fields that hold a stand-in, to put the names back in them alone.
+            named = tuple(k for k, v in (view.job or {}).items()
+                          if isinstance(v, str) and (_NAME in v or _RUN_NAME in v))
+            found = self.memo[key] = (view, named)
+        return _named(*found, run.name, run_name)
 
     def _stand_in(self, run: Any) -> Optional[tuple[tuple[Any, ...], Any, Optional[str]]]:
         """(configuration key, the run with stand-in names, its recorded run_name), or None."""
@@ -159,14 +163,18 @@ def _config_key(args: Any) -> Optional[str]:
     return None
 
 
-def _named(view: RunJob, name: str, run_name: Optional[str]) -> RunJob:
+def _named(view: RunJob, named: tuple[str, ...], name: str, run_name: Optional[str]) -> RunJob:
     def put(value: Any) -> Any:
         if not isinstance(value, str):
             return value
         value = value.replace(_NAME, name)
         return value.replace(_RUN_NAME, run_name) if run_name is not None else value
 
-    job = None if view.job is None else {k: put(v) for k, v in view.job.items()}
+    job = view.job
+    if job is not None:
+        job = dict(job)
+        for key in named:
+            job[key] = put(job[key])
     return RunJob(job, view.sources, view.hash, put(view.error), view.overridden, view.recorded_by, view.command)
 
 
