@@ -162,11 +162,16 @@ def reference_history(session) -> list[dict]:
     """History as it was written over a list of every run, a resolution per run."""
     from ledger.analysis.history import HistoryEntry, _describe_change, sweep_of
 
-    out, previous, previous_view, previous_repeats, scored = [], None, None, None, None
+    out, previous, previous_view, previous_repeats, scored, last_scores = [], None, None, None, None, {}
     for run, depth in nest_children(list_runs(session)):
         entry = HistoryEntry(run.name, run.date, run.kind, depth, run.parent.name if run.parent else None,
                              run.status, run.lb_miou, val_miou=run.val_miou, lb_val_miou=run.lb_val_miou,
-                             notes=run.notes, sweep=sweep_of(run))
+                             notes=run.notes, sweep=sweep_of(run), section=run.section,
+                             scores=dict(run.scores) if run.scores else None)
+        if run.kind != "reproduction" and run.scores:
+            entry.score_deltas = {m: v - last_scores[m] for m, v in run.scores.items()
+                                  if v is not None and m in last_scores}
+            last_scores.update((m, v) for m, v in run.scores.items() if v is not None)
         view = run_job(run)
         entry.job_error = view.error
         if run.kind == "reproduction":
