@@ -111,12 +111,12 @@ class JobViews:
             stand_in = self._stand_in(run)
         if stand_in is None:
             return run_job(run)
-        key, proxy, run_name = stand_in
+        key, make_proxy, run_name = stand_in
         found = self.memo.get(key)
         if found is None:
             if len(self.memo) >= self.size:
                 self.memo.clear()
-            view = run_job(proxy)
+            view = run_job(make_proxy())
             # The job fields that hold a stand-in, to put the names back in them alone.
             named = tuple(k for k, v in (view.job or {}).items()
                           if isinstance(v, str) and (_NAME in v or _RUN_NAME in v))
@@ -124,7 +124,7 @@ class JobViews:
         return _named(*found, run.name, run_name)
 
     def _stand_in(self, run: Any) -> Optional[tuple[tuple[Any, ...], Any, Optional[str]]]:
-        """(configuration key, the run with stand-in names, its recorded run_name), or None."""
+        """(configuration key, a maker of the run with stand-in names, its recorded run_name), or None."""
         name, args, raw = run.name, run.args, run.args_raw
         if not isinstance(name, str) or not _PLAIN.fullmatch(name) or name in NOTE_FACTS or _NAME in name:
             return None
@@ -142,10 +142,13 @@ class JobViews:
         if config is None:
             return None
         key = (self._code_state(run.date), run.kind, run.args_status, run.args_error, config, raw)
-        proxy = SimpleNamespace(name=_NAME, date=run.date, args=args, args_status=run.args_status,
-                                args_error=run.args_error, args_raw=raw, kind=run.kind, command=None, job=None,
-                                job_hash=getattr(run, "job_hash", None))
-        return key, proxy, run_name
+
+        def make_proxy() -> Any:
+            return SimpleNamespace(name=_NAME, date=run.date, args=args, args_status=run.args_status,
+                                   args_error=run.args_error, args_raw=raw, kind=run.kind, command=None, job=None,
+                                   job_hash=getattr(run, "job_hash", None))
+
+        return key, make_proxy, run_name
 
     def _code_state(self, date: Optional[str]) -> str:
         state = self.code_states.get(date)
