@@ -849,10 +849,10 @@ def print_report(opts, store: Path, count: int, calls: list[Call], floor: Call, 
                 median = statistics.median(call.walls)
                 cells = [_fmt(median), f"{_fmt(min(call.walls))}-{_fmt(max(call.walls))}",
                          _fmt(statistics.median(call.cpus)), f"{max(call.rss):.0f}"]
-                ratio = f"{base_median / median:.3f}" if base_median is not None else "-"
+                ratio = f"{base_median / median:.3g}" if base_median is not None else "-"
             else:
                 cells = [call.stopped or "not made", "", "", ""]
-                ratio = f"< {base_median / opts.timeout:.4f}" if base_median and "killed" in call.stopped else "-"
+                ratio = f"< {base_median / opts.timeout:.3g}" if base_median and "killed" in call.stopped else "-"
             print(f"| {title if call is base else ''} | {call.tool} | `{call.label}` | " + " | ".join(cells)
                   + f" | {ratio if call is not base else '1'} | {_agreement(call, base, count)} |")
     print("\nledger/this < 1: ledger is faster (0.1 = ten times). Answers are read from the warm-up's output "
