@@ -24,8 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-# TEMP while 0005 (read indexes) is being written in parallel: fixed to "0005" before landing.
-down_revision = "0005" if any(__import__("pathlib").Path(__file__).parent.glob("0005_*.py")) else "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
