@@ -319,12 +319,15 @@ def closest_names(name: str, names: Sequence[str], n: int = 3) -> list[str]:
 class NameSource(Protocol):
     """What a read path answers about the run names, for suggestions, through indexes."""
 
+    def count_names(self, cap: int) -> int:
+        """How many runs there are, counted up to `cap`."""
+
     def first_names(self, n: int) -> list[str]:
         """The first `n` names in name order (every name where there are fewer)."""
 
-    def names_near(self, name: str, pieces: Sequence[str]) -> list[str]:
-        """A bounded number of names: those around `name` in name order and in lowercase
-        order, and some containing each of `pieces` (any case)."""
+    def names_near(self, name: str) -> list[str]:
+        """A bounded number of candidates for `name`: the names around it in name order and
+        in lowercase order, and those sharing the most of its rarer three-letter pieces."""
 
     def names_containing(self, text: str, n: int) -> list[str]:
         """The first `n` names, in name order, that contain `text` in any case."""
@@ -335,24 +338,12 @@ class NameSource(Protocol):
 SUGGEST_FROM_ALL = 5000
 
 
-def name_pieces(name: str) -> list[str]:
-    """`name` (lowercased) cut in halves, thirds and quarters, pieces of 3 letters or more:
-    a name with a typo or two still holds one of them whole."""
-    lowered = name.lower()
-    pieces = []
-    for parts in (1, 2, 3, 4):
-        step = len(lowered) / parts
-        pieces += [lowered[round(i * step):round((i + 1) * step)] for i in range(parts)]
-    return [p for p in dict.fromkeys(pieces) if len(p) >= 3]
-
-
 def suggest_run_names(name: str, source: NameSource, n: int = 3) -> list[str]:
     """Up to `n` names like `name`, as `closest_names` finds them among every name; on a big
-    ledger among the candidates the indexes give (names around it, names holding a piece of it)."""
-    few = source.first_names(SUGGEST_FROM_ALL + 1)
-    if len(few) <= SUGGEST_FROM_ALL:
-        return closest_names(name, few, n)
-    pool = list(dict.fromkeys(source.names_near(name, name_pieces(name))))
+    ledger among the candidates the indexes give."""
+    if source.count_names(SUGGEST_FROM_ALL + 1) <= SUGGEST_FROM_ALL:
+        return closest_names(name, source.first_names(SUGGEST_FROM_ALL), n)
+    pool = list(dict.fromkeys(source.names_near(name)))
     return difflib.get_close_matches(name, pool, n=n, cutoff=0.5) or source.names_containing(name, n)
 
 

@@ -9,8 +9,8 @@ then sorts thousands of matches to keep twenty, where reading the runs in the or
 for (by position or by the sort column, itself indexed) meets twenty matches at once.
 SQLite's planner cannot tell the two apart without statistics, which a growing ledger
 would make stale, so the readers ask: each indexable filter counts its matches in its
-index, up to `SELECTIVE`; the filter with the fewest, if under that, is read through its
-index and every other filter is tested row by row.
+index, up to `selective(limit)`; the filter with the fewest, if under that, is read
+through its index and every other filter is tested row by row.
 
 The side table gives what the JSON gives (see the migration), so a filter's answer does
 not depend on the plan, only its speed; the one difference is on PostgreSQL, where a value
@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ledger.core.filters import SEARCH_INDEX, Predicate, fts_phrase
+from ledger.core.filters import Predicate, fts_phrase
 
-# Matches at or above which a filter is read row by row, not through its index.
+# Matches at or above which a filter is read row by row, not through its index: without a
+# limit SELECTIVE; with `--limit N` PER_LIMIT * N, for then reading the runs in order meets
+# N matches within the first 1/PER_LIMIT of them, sooner than N of these matches are sorted.
 SELECTIVE = 10000
+PER_LIMIT = 100
 # Keys longer than this have no rows in run_args (a btree entry has a size limit on
 # PostgreSQL); filters on them read the JSON. Migration 0005 writes the same number.
 KEY_MAX = 200
@@ -78,78 +81,116 @@ def sqlite_side_sql(pred: Predicate) -> tuple[str, list[Any]]:
     return f"SELECT run_id FROM {ARGS_TABLE} WHERE key = ? AND {column} {pred.op} ?", [pred.arg_key, side_value(pred)]
 
 
-def driver(counts: Sequence[Optional[int]]) -> Optional[int]:
+def selective(limit: Optional[int]) -> int:
+    """Matches under which a filter is worth reading through its index, for a listing of `limit` runs."""
+    return SELECTIVE if limit is None else min(SELECTIVE, PER_LIMIT * max(limit, 1))
+
+
+def driver(counts: Sequence[Optional[int]], limit: Optional[int]) -> Optional[int]:
     """Which filter to read through its index: the one with the fewest matches, if under
-    SELECTIVE (counts are capped there; None: no index answers that filter)."""
+    `selective(limit)` (counts are capped there; None: no index answers that filter)."""
+    cap = selective(limit)
     best = None
     for i, count in enumerate(counts):
-        if count is not None and count < SELECTIVE and (best is None or count < counts[best]):
+        if count is not None and count < cap and (best is None or count < counts[best]):
             best = i
     return best
 
 
 # -- names, for suggestions (`ledger.core.filters.NameSource`) ---------------------------------
 
-NEAR = 40  # names taken on each side of a name, in each order
-PER_PIECE = 25  # names taken that hold each piece of it
+NAMES_INDEX = "run_names"  # migration 0005: FTS5 trigrams of the names alone (SQLite)
+NEAR = 20  # names taken on each side of a name, in each order
+# A three-letter piece held by fewer names than RARE tells names apart; the names holding
+# the most such pieces of a name (at most POOL of them) are its candidates.
+RARE = 5000
+POOL = 100
+MAX_GRAMS = 100  # a pasted paragraph must not cost a query per letter
 _NEAR_SQL = (
     "SELECT name FROM runs WHERE name >= :name ORDER BY name LIMIT :k",
     "SELECT name FROM runs WHERE name < :name ORDER BY name DESC LIMIT :k",
     "SELECT name FROM runs WHERE lower(name) >= :lower ORDER BY lower(name) LIMIT :k",
     "SELECT name FROM runs WHERE lower(name) < :lower ORDER BY lower(name) DESC LIMIT :k",
 )
-_MATCHING = f"SELECT rowid FROM {SEARCH_INDEX} WHERE {SEARCH_INDEX} MATCH :phrase"
+_HOLDERS = f"SELECT rowid FROM {NAMES_INDEX} WHERE {NAMES_INDEX} MATCH :pieces"
 _CHUNK = 5000
 
 
+def trigrams(text: str) -> list[str]:
+    """The distinct three-letter pieces of `text`, lowercased, in order (at most MAX_GRAMS)."""
+    lowered = text.lower()
+    return list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))[:MAX_GRAMS]
+
+
 class IndexedNames:
-    """Run names through the name indexes (and on SQLite the trigram index of `--search`).
+    """Run names through the name indexes: the name and lower(name) btrees, and on SQLite
+    the trigram index `run_names`.
 
     `rows(sql, params)` runs SQL with `:name` parameters, which sqlite3 and SQLAlchemy's
-    `text()` both take; `trigram`: whether the ledger has the FTS5 trigram index.
+    `text()` both take; `trigram`: whether the ledger has `run_names`.
     """
 
     def __init__(self, rows: Callable[[str, dict[str, Any]], Iterable[Sequence[Any]]], trigram: bool):
         self.rows = rows
         self.trigram = trigram
 
-    def _names(self, sql: str, **params: Any) -> list[str]:
+    def _column(self, sql: str, **params: Any) -> list[Any]:
         return [row[0] for row in self.rows(sql, params)]
 
-    def first_names(self, n: int) -> list[str]:
-        return self._names("SELECT name FROM runs ORDER BY name LIMIT :n", n=n)
+    def count_names(self, cap: int) -> int:
+        return self._column("SELECT count(*) FROM (SELECT 1 FROM runs LIMIT :cap)", cap=cap)[0]
 
-    def names_near(self, name: str, pieces: Sequence[str]) -> list[str]:
+    def first_names(self, n: int) -> list[str]:
+        return self._column("SELECT name FROM runs ORDER BY name LIMIT :n", n=n)
+
+    def names_near(self, name: str) -> list[str]:
         out = []
         for sql in _NEAR_SQL:
-            out += self._names(sql, name=name, lower=name.lower(), k=NEAR)
+            out += self._column(sql, name=name, lower=name.lower(), k=NEAR)
         if self.trigram:
-            for piece in pieces:
-                out += self._names(f"SELECT name FROM runs WHERE id IN ({_MATCHING} LIMIT :k)",
-                                   phrase=_name_phrase(piece), k=PER_PIECE)
+            out += self._sharing_rare_pieces(name)
         return out
+
+    def _count(self, pieces: str, cap: int) -> int:
+        return self._column(f"SELECT count(*) FROM ({_HOLDERS} LIMIT :cap)", pieces=pieces, cap=cap)[0]
+
+    def _by_id(self, ids: list[int]) -> list[str]:
+        out = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            params = {f"i{k}": i for k, i in enumerate(chunk)}
+            out += self._column(f"SELECT name FROM runs WHERE id IN ({', '.join(':' + k for k in params)})", **params)
+        return out
+
+    def _sharing_rare_pieces(self, name: str) -> list[str]:
+        """The names that share the most of `name`'s rare trigrams: the ranking `closest_names`
+        makes of every name, with the common pieces (which most names share) left out."""
+        from collections import Counter
+
+        votes: Counter[int] = Counter()
+        for gram in trigrams(name):
+            piece = fts_phrase(gram)
+            if self._count(piece, RARE) < RARE:
+                votes.update(self._column(_HOLDERS, pieces=piece))
+        return self._by_id([i for i, _ in votes.most_common(POOL)])
 
     def names_containing(self, text: str, n: int) -> list[str]:
         lowered = text.lower()
-        if self.trigram and len(text) >= 3:
-            # Few holders: take them all from the trigram index; many: they come soon in name order.
-            phrase = _name_phrase(text)
-            count = self._names(f"SELECT count(*) FROM ({_MATCHING} LIMIT :cap)", phrase=phrase, cap=SELECTIVE)[0]
-            if count < SELECTIVE:
-                found = self._names(f"SELECT name FROM runs WHERE id IN ({_MATCHING})", phrase=phrase)
+        grams = trigrams(text)
+        if self.trigram and len(text) >= 3 and len(grams) < MAX_GRAMS:
+            # Few names hold every piece: take them all and look; many: they come soon in name order.
+            pieces = " AND ".join(fts_phrase(gram) for gram in grams)
+            if self._count(pieces, SELECTIVE) < SELECTIVE:
+                found = self._by_id(self._column(_HOLDERS, pieces=pieces))
                 return sorted(name for name in found if lowered in name.lower())[:n]
         out: list[str] = []
         after: Optional[str] = None
         while len(out) < n:
-            chunk = (self._names("SELECT name FROM runs ORDER BY name LIMIT :k", k=_CHUNK) if after is None else
-                     self._names("SELECT name FROM runs WHERE name > :after ORDER BY name LIMIT :k", after=after,
-                                 k=_CHUNK))
+            chunk = (self._column("SELECT name FROM runs ORDER BY name LIMIT :k", k=_CHUNK) if after is None else
+                     self._column("SELECT name FROM runs WHERE name > :after ORDER BY name LIMIT :k", after=after,
+                                  k=_CHUNK))
             out += [name for name in chunk if lowered in name.lower()]
             if len(chunk) < _CHUNK:
                 break
             after = chunk[-1]
         return out[:n]
-
-
-def _name_phrase(text: str) -> str:
-    return f"name : {fts_phrase(text)}"

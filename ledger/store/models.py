@@ -31,6 +31,7 @@ class Run(Base):
     __table_args__ = (
         *(Index(f"ix_runs_{column}", column, "position")
           for column in ("model", "kind", "lb_miou", "val_miou", "lb_val_miou", "args_status", "created_at")),
+        Index("ix_runs_status_position", "status", "position"),
         Index("ix_runs_lower_name", text("lower(name)")),
     )
 

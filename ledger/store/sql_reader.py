@@ -36,10 +36,11 @@ from ledger.core.filters import (
 from ledger.store.indexed import (
     ARGS_TABLE,
     KEY_MAX,
+    NAMES_INDEX,
     PG_TEXT_PREFIX,
-    SELECTIVE,
     IndexedNames,
     driver,
+    selective,
     side_column,
     side_value,
 )
@@ -119,19 +120,19 @@ def side_test(pred: Predicate, dialect: str) -> list[ColumnElement[bool]]:
     return test
 
 
-def side_matches(session: Session, pred: Predicate) -> Optional[int]:
-    """How many runs `pred` holds for, counted in run_args up to SELECTIVE; None if it cannot tell."""
+def side_matches(session: Session, pred: Predicate, cap: int) -> Optional[int]:
+    """How many runs `pred` holds for, counted in run_args up to `cap`; None if it cannot tell."""
     dialect = session.get_bind().dialect.name
     if side_column(pred, dialect) is None:
         return None
-    rows = select(literal(1)).select_from(RUN_ARGS).where(*side_test(pred, dialect)).limit(SELECTIVE).subquery()
+    rows = select(literal(1)).select_from(RUN_ARGS).where(*side_test(pred, dialect)).limit(cap).subquery()
     return session.scalar(select(func.count()).select_from(rows))
 
 
-def filter_clauses(session: Session, preds: list[Predicate]) -> list[ColumnElement[bool]]:
+def filter_clauses(session: Session, preds: list[Predicate], limit: Optional[int]) -> list[ColumnElement[bool]]:
     """Each filter as SQL; the most selective argument filter through run_args, the rest as
     the JSON reads (`ledger.store.indexed`: the same runs either way)."""
-    first = driver([side_matches(session, pred) for pred in preds])
+    first = driver([side_matches(session, pred, selective(limit)) for pred in preds], limit)
     dialect = session.get_bind().dialect.name
     return [Run.id.in_(select(RUN_ARGS.c.run_id).where(*side_test(pred, dialect))) if i == first
             else render_predicate(pred) for i, pred in enumerate(preds)]
@@ -206,7 +207,7 @@ def list_query(session: Session, wheres: list[str], sort: Optional[str], limit: 
     if wanted is not None:
         query = query.where(search_clause(session, wanted))
     preds = [predicate(checked_condition(parse_where(expr), probe)) for expr in wheres]
-    for clause in filter_clauses(session, preds):
+    for clause in filter_clauses(session, preds, limit):
         query = query.where(clause)
     if sort:
         sort = checked_sort(sort, probe)
@@ -245,10 +246,10 @@ def get_run(session: Session, name: str, *, for_update: bool = False) -> Run:
 
 def session_names(session: Session) -> IndexedNames:
     """`ledger.core.filters.NameSource` through a session: the name indexes, and on SQLite
-    the trigram index where it exists."""
+    the names' trigram index where it exists."""
     from sqlalchemy import inspect
 
-    trigram = session.get_bind().dialect.name == "sqlite" and inspect(session.connection()).has_table(SEARCH_INDEX)
+    trigram = session.get_bind().dialect.name == "sqlite" and inspect(session.connection()).has_table(NAMES_INDEX)
     return IndexedNames(lambda sql, params: session.execute(text(sql), params), trigram)
 
 

@@ -40,10 +40,11 @@ from ledger.store.db import HEAD_REVISION
 from ledger.store.indexed import (
     ARGS_TABLE,
     KEY_MAX,
-    SELECTIVE,
+    NAMES_INDEX,
     IndexedNames,
     column_indexed,
     driver,
+    selective,
     side_column,
     sqlite_side_sql,
 )
@@ -208,7 +209,7 @@ class SqliteReader:
             sql, values = self._search_sql(text)
             clauses.append(sql)
             params += values
-        filters, driven = self._filters([predicate(checked_condition(parse_where(e), probe)) for e in where])
+        filters, driven = self._filters([predicate(checked_condition(parse_where(e), probe)) for e in where], limit)
         for sql, values in filters:
             clauses.append(sql)
             params += values
@@ -242,12 +243,12 @@ class SqliteReader:
             runs.reverse()
         return runs
 
-    def _filters(self, preds: list[Predicate]) -> tuple[list[tuple[str, list[Any]]], bool]:
+    def _filters(self, preds: list[Predicate], limit: Optional[int]) -> tuple[list[tuple[str, list[Any]]], bool]:
         """Each filter as SQL, and whether one is read through its index: the most selective
         (`ledger.store.indexed`), if any; the others are tested on each run, their index out
         of the planner's reach."""
-        counts = [self._matches(pred) for pred in preds]
-        first = driver(counts)
+        counts = [self._matches(pred, selective(limit)) for pred in preds]
+        first = driver(counts, limit)
         out = []
         for i, pred in enumerate(preds):
             if i == first and pred.column is None:
@@ -260,8 +261,8 @@ class SqliteReader:
             out.append((sql, values))
         return out, first is not None
 
-    def _matches(self, pred: Predicate) -> Optional[int]:
-        """How many runs `pred` holds for, counted in its index up to SELECTIVE; None without one."""
+    def _matches(self, pred: Predicate, cap: int) -> Optional[int]:
+        """How many runs `pred` holds for, counted in its index up to `cap`; None without one."""
         if column_indexed(pred):
             sql, values = where_sql(pred)
             sql = f"SELECT 1 FROM runs AS r WHERE {sql}"
@@ -269,7 +270,7 @@ class SqliteReader:
             sql, values = sqlite_side_sql(pred)
         else:
             return None
-        return self.conn.execute(f"SELECT count(*) FROM ({sql} LIMIT {SELECTIVE})", values).fetchone()[0]
+        return self.conn.execute(f"SELECT count(*) FROM ({sql} LIMIT {int(cap)})", values).fetchone()[0]
 
     def last_metrics(self, run_ids: list[int]) -> dict[int, dict[str, float]]:
         """The last value of each metric series of these runs."""
@@ -297,7 +298,7 @@ class SqliteReader:
             f"SELECT {', '.join('r.' + c for c in columns)}, p.name {_FROM} WHERE r.name = ?", (name,)
         ).fetchone()
         if row is None:
-            trigram = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SEARCH_INDEX,)).fetchone()
+            trigram = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (NAMES_INDEX,)).fetchone()
             raise unknown_run(name, IndexedNames(self.conn.execute, trigram is not None))
         fields = self.schema.decode(columns, row)
         run_id = fields[columns.index("id")]

@@ -7,8 +7,12 @@
   ledger order, in either direction on SQLite (which reads an index backwards, and
   puts NULLs last by a second pass). PostgreSQL cannot read NULLS LAST backwards, so
   the columns one sorts newest or best first get a second index, descending.
-- Names: lower(name), so that an unknown run name is answered with the names around it
-  in any case, without loading every name (`ledger.core.filters.suggest_run_names`).
+- Names, so that an unknown run name is answered without loading every name
+  (`ledger.core.filters.suggest_run_names`): lower(name), for the names around it in any
+  case, and on SQLite `run_names`, an FTS5 trigram index of the names alone (the search
+  index of 0003 holds notes and arguments too, where every trigram is common), for the
+  names that share its rarer three-letter pieces. It keeps no positions (detail=none),
+  so it is small: about 50 MB at a million runs. Triggers keep it, as 0003's do.
 - Arguments. `runs.args` is a JSON object with any keys, so an index per key cannot be
   declared ahead. Instead a side table `run_args` holds one row per run and key, with
   the value as a filter compares it: `num` (read as a number) and `text` (read as text),
@@ -49,6 +53,9 @@ depends_on = None
 # Columns a filter or sort names (`ledger.core.filters.COLUMN_NAMES`) that have no index yet,
 # each indexed with position; name, position, status and job_hash have theirs.
 ORDERED = ("model", "kind", "lb_miou", "val_miou", "lb_val_miou", "args_status", "created_at")
+# status has an index of its own (0003); one with position answers a filter on it from the
+# index alone, where the old one sends every match to the table for its position.
+WITH_POSITION = ("status",)
 # On PostgreSQL, those sorted descending as often as not: a second index, DESC NULLS LAST.
 DESCENDING = ("lb_miou", "val_miou", "lb_val_miou", "created_at")
 KEY_MAX = 200  # `ledger.store.indexed.KEY_MAX`; a test keeps the two equal
@@ -75,6 +82,19 @@ SQLITE_SQL = (
     "CREATE TRIGGER run_args_update AFTER UPDATE OF args ON runs BEGIN DELETE FROM run_args WHERE run_id = old.id;"
     f" {SQLITE_INSERT}{_sqlite_rows('new.id', 'new.args')}; END",
     "CREATE TRIGGER run_args_delete AFTER DELETE ON runs BEGIN DELETE FROM run_args WHERE run_id = old.id; END",
+)
+
+NAMES_SQL = (
+    "CREATE VIRTUAL TABLE run_names USING fts5(name, content='runs', content_rowid='id', tokenize='trigram',"
+    " detail='none')",
+    "CREATE TRIGGER run_names_insert AFTER INSERT ON runs BEGIN"
+    " INSERT INTO run_names(rowid, name) VALUES (new.id, new.name); END",
+    "CREATE TRIGGER run_names_delete AFTER DELETE ON runs BEGIN"
+    " INSERT INTO run_names(run_names, rowid, name) VALUES ('delete', old.id, old.name); END",
+    "CREATE TRIGGER run_names_update AFTER UPDATE OF name ON runs BEGIN"
+    " INSERT INTO run_names(run_names, rowid, name) VALUES ('delete', old.id, old.name);"
+    " INSERT INTO run_names(rowid, name) VALUES (new.id, new.name); END",
+    "INSERT INTO run_names(run_names) VALUES ('rebuild')",
 )
 
 # A JSON number, or a string that reads as one, as float8; NULL for anything else. The
@@ -121,6 +141,8 @@ def upgrade() -> None:
     conn = op.get_bind()
     for column in ORDERED:
         op.create_index(f"ix_runs_{column}", "runs", [column, "position"])
+    for column in WITH_POSITION:
+        op.create_index(f"ix_runs_{column}_position", "runs", [column, "position"])
     op.create_index("ix_runs_lower_name", "runs", [sa.text("lower(name)")])
     if conn.dialect.name == "postgresql":
         for column in DESCENDING:
@@ -128,7 +150,17 @@ def upgrade() -> None:
         statements = PG_SQL
     else:
         statements = SQLITE_SQL
+        _create_names_index(conn)
     for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+def _create_names_index(conn) -> None:
+    try:
+        conn.exec_driver_sql(NAMES_SQL[0])
+    except sa.exc.OperationalError:  # an SQLite without FTS5's trigram tokenizer: names from the btrees only
+        return
+    for statement in NAMES_SQL[1:]:
         conn.exec_driver_sql(statement)
 
 
@@ -143,7 +175,11 @@ def downgrade() -> None:
     else:
         for trigger in ("insert", "update", "delete"):
             op.execute(f"DROP TRIGGER IF EXISTS run_args_{trigger}")
+            op.execute(f"DROP TRIGGER IF EXISTS run_names_{trigger}")
+        op.execute("DROP TABLE IF EXISTS run_names")
     op.execute("DROP TABLE IF EXISTS run_args")
     op.drop_index("ix_runs_lower_name", "runs")
+    for column in WITH_POSITION:
+        op.drop_index(f"ix_runs_{column}_position", "runs")
     for column in reversed(ORDERED):
         op.drop_index(f"ix_runs_{column}", "runs")
