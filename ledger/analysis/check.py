@@ -178,7 +178,8 @@ class _Audit:
         query = (select(Run.parent_id).where(Run.kind == "reproduction", Run.parent_id.is_not(None),
                                              or_(Run.status.is_(None), Run.status == "finished")).distinct())
         self.wanted = set(session.scalars(query))
-        self.originals: dict[int, tuple[int, str, Any, Optional[str]]] = {}  # id -> row, name, run, key
+        # id -> its row number, name, scores (METRICS) and experiment key
+        self.originals: dict[int, tuple[int, str, tuple[Optional[float], ...], Optional[str]]] = {}
         self.reproductions: list[tuple[_Row, int, Optional[str]]] = []  # row, original id, experiment key
 
     def add(self, row: _Row, phase: int, severity: str, code: str, message: str) -> None:
