@@ -300,20 +300,24 @@ _MAX_GRAMS = 100  # a pasted paragraph must not cost a pass per letter
 def closest_names(name: str, names: Sequence[str], n: int = 3) -> list[str]:
     """Up to `n` names like `name`: difflib's closest, else those containing it (any case)."""
     lowered_names = [candidate.lower() for candidate in names]
-    pool: Sequence[str] = names
-    if len(names) > SUGGESTION_POOL:
-        lowered = name.lower()
-        grams = list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))[:_MAX_GRAMS] or [lowered]
-        # One C-speed pass per piece: 1 where a name contains it; then the count per name.
-        hits = [bytes(map(operator.contains, lowered_names, repeat(gram))) for gram in grams]
-        shared = list(map(sum, zip(*hits)))
-        best = heapq.nlargest(SUGGESTION_POOL, range(len(names)), key=shared.__getitem__)
-        pool = [names[i] for i in best]
-    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.5)
+    close = difflib.get_close_matches(name, _sharing_most(name, names, lowered_names), n=n, cutoff=0.5)
     if not close:
         lowered = name.lower()
         close = [candidate for candidate, low in zip(names, lowered_names) if lowered in low][:n]
     return close
+
+
+def _sharing_most(name: str, names: Sequence[str], lowered_names: Sequence[str]) -> Sequence[str]:
+    """The SUGGESTION_POOL names that share the most 3-letter pieces with `name` (all if fewer)."""
+    if len(names) <= SUGGESTION_POOL:
+        return names
+    lowered = name.lower()
+    grams = list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))[:_MAX_GRAMS] or [lowered]
+    # One C-speed pass per piece: 1 where a name contains it; then the count per name.
+    hits = [bytes(map(operator.contains, lowered_names, repeat(gram))) for gram in grams]
+    shared = list(map(sum, zip(*hits)))
+    best = heapq.nlargest(SUGGESTION_POOL, range(len(names)), key=shared.__getitem__)
+    return [names[i] for i in best]
 
 
 class NameSource(Protocol):
@@ -344,6 +348,7 @@ def suggest_run_names(name: str, source: NameSource, n: int = 3) -> list[str]:
     if source.count_names(SUGGEST_FROM_ALL + 1) <= SUGGEST_FROM_ALL:
         return closest_names(name, source.first_names(SUGGEST_FROM_ALL), n)
     pool = list(dict.fromkeys(source.names_near(name)))
+    pool = _sharing_most(name, pool, [candidate.lower() for candidate in pool])
     return difflib.get_close_matches(name, pool, n=n, cutoff=0.5) or source.names_containing(name, n)
 
 

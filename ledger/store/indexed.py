@@ -19,6 +19,8 @@ its cast to a number refuses (the old filter's error) is no number through the t
 
 from __future__ import annotations
 
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ledger.core.filters import Predicate, fts_phrase
@@ -102,9 +104,10 @@ def driver(counts: Sequence[Optional[int]], limit: Optional[int]) -> Optional[in
 NAMES_INDEX = "run_names"  # migration 0005: FTS5 trigrams of the names alone (SQLite)
 NEAR = 20  # names taken on each side of a name, in each order
 # A three-letter piece held by fewer names than RARE tells names apart; the names holding
-# the most such pieces of a name (at most POOL of them) are its candidates.
+# the most such pieces of a name are its candidates: whole ranks of them (all names holding
+# as many), up to CANDIDATES, which `closest_names`' ranking then narrows.
 RARE = 5000
-POOL = 100
+CANDIDATES = 1000
 MAX_GRAMS = 100  # a pasted paragraph must not cost a query per letter
 _NEAR_SQL = (
     "SELECT name FROM runs WHERE name >= :name ORDER BY name LIMIT :k",
@@ -138,7 +141,7 @@ class IndexedNames:
         return [row[0] for row in self.rows(sql, params)]
 
     def count_names(self, cap: int) -> int:
-        return self._column("SELECT count(*) FROM (SELECT 1 FROM runs LIMIT :cap)", cap=cap)[0]
+        return self._column("SELECT count(*) FROM (SELECT 1 FROM runs LIMIT :cap) AS counted", cap=cap)[0]
 
     def first_names(self, n: int) -> list[str]:
         return self._column("SELECT name FROM runs ORDER BY name LIMIT :n", n=n)
@@ -152,7 +155,7 @@ class IndexedNames:
         return out
 
     def _count(self, pieces: str, cap: int) -> int:
-        return self._column(f"SELECT count(*) FROM ({_HOLDERS} LIMIT :cap)", pieces=pieces, cap=cap)[0]
+        return self._column(f"SELECT count(*) FROM ({_HOLDERS} LIMIT :cap) AS counted", pieces=pieces, cap=cap)[0]
 
     def _by_id(self, ids: list[int]) -> list[str]:
         out = []
@@ -164,7 +167,8 @@ class IndexedNames:
 
     def _sharing_rare_pieces(self, name: str) -> list[str]:
         """The names that share the most of `name`'s rare trigrams: the ranking `closest_names`
-        makes of every name, with the common pieces (which most names share) left out."""
+        makes of every name, with the common pieces (which most names share) left out until
+        it ranks these."""
         from collections import Counter
 
         votes: Counter[int] = Counter()
@@ -172,7 +176,13 @@ class IndexedNames:
             piece = fts_phrase(gram)
             if self._count(piece, RARE) < RARE:
                 votes.update(self._column(_HOLDERS, pieces=piece))
-        return self._by_id([i for i, _ in votes.most_common(POOL)])
+        ids: list[int] = []
+        for _, rank in groupby(votes.most_common(), key=itemgetter(1)):
+            members = [i for i, _ in rank]
+            if ids and len(ids) + len(members) > CANDIDATES:
+                break
+            ids += members[:CANDIDATES]
+        return self._by_id(ids)
 
     def names_containing(self, text: str, n: int) -> list[str]:
         lowered = text.lower()
