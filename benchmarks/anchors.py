@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import importlib.util
 import itertools
 import json
@@ -565,6 +566,7 @@ def trackio_env(store: Path) -> dict:
     return {**TRACKIO_ENV, "TRACKIO_DIR": str(store / "trackio"), "HF_HOME": str(home)}
 
 
+@functools.lru_cache(maxsize=None)
 def gnu_time() -> str | None:
     """GNU time, if it is here: it reports the peak RSS of the command alone.
 
@@ -577,19 +579,17 @@ def gnu_time() -> str | None:
         return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         probe = subprocess.run([found, "-f", "%M", "true"], capture_output=True, text=True, timeout=30)
-        if probe.returncode == 0 and probe.stderr.strip().splitlines()[-1:][0].isdigit():
+        if probe.returncode == 0 and probe.stderr.strip().isdigit():
             return found
     return None
-
-
-GNU_TIME = gnu_time()
 
 
 def time_call(call: Call, out: Path, timeout: float) -> None:
     """Run the call once: wall clock, and the CPU time and peak RSS of that process alone."""
     fired = threading.Event()
     timing = out.with_suffix(".time")
-    argv = [GNU_TIME, "-f", "%U %S %M", "-o", str(timing), *call.argv] if GNU_TIME else call.argv
+    measure = gnu_time()
+    argv = [measure, "-f", "%U %S %M", "-o", str(timing), *call.argv] if measure else call.argv
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=call.env, stdout=stdout, stderr=stderr, start_new_session=True)
@@ -615,7 +615,7 @@ def time_call(call: Call, out: Path, timeout: float) -> None:
         call.stopped = f"exited {proc.returncode}: {tail[0][:120]}"
         return
     call.walls.append(wall)
-    if GNU_TIME:
+    if measure:
         user, system, rss_kib = timing.read_text().split()[-3:]
         call.cpus.append(float(user) + float(system))
         call.rss.append(int(rss_kib) / 1024)
@@ -826,6 +826,18 @@ def _run(opts, store: Path) -> int:
     return 0
 
 
+def ledger_revision() -> str:
+    """The commit the ledger code was at, and whether the checkout had changes on top."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "ledger"], cwd=HERE.parent,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown revision"
+    return (head or "an unknown revision") + (" with uncommitted changes under ledger/" if dirty else "")
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.1f}"
 
@@ -836,7 +848,8 @@ def print_report(opts, store: Path, count: int, calls: list[Call], floor: Call, 
                          for kind in ("mlflow", "trackio"))
     print(f"\n{count:,} runs; median of {opts.repeats} rounds after 1 warm-up; one process per call; "
           f"cpus={os.cpu_count()}; load average before {load_before}, after {loadavg()}")
-    print(f"{versions}; python -c pass (the floor): "
+    rss = "GNU time" if gnu_time() else "os.wait4 (an upper bound: it counts this script's RSS at the fork)"
+    print(f"ledger at {ledger_revision()}; {versions}; peak RSS from {rss}; python -c pass (the floor): "
           f"{_fmt(statistics.median(floor.walls)) if floor.walls else '-'} s\n")
     print("| question | tool | call | median s | min-max s | cpu s | peak MiB | ledger/this | answer |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
