@@ -113,6 +113,14 @@ def read_runs(ledger: Path, *, newest_only: bool = False):
         conn.close()
 
 
+def fingerprint(ledger: Path) -> str:
+    """Enough of the ledger's runs to tell whether an anchor's store was built from them."""
+    with contextlib.closing(sqlite3.connect(ledger)) as conn:
+        row = conn.execute("SELECT count(*), min(name), max(name), max(created_at), total(lb_miou), total(val_miou),"
+                           " total(length(args)) FROM runs").fetchone()
+    return "|".join(map(str, row))
+
+
 def count_runs(ledger: Path) -> int:
     with contextlib.closing(sqlite3.connect(ledger)) as conn:
         return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
@@ -765,6 +773,7 @@ def _run(opts, store: Path) -> int:
         save()
         say(f"ledger: {count} runs in {time.perf_counter() - started:.1f} s ({builder})")
 
+    print_of = fingerprint(ledger)  # an anchor's store is reused only if it was built from these runs
     anchors: dict[str, dict | None] = {}
     skipped: dict[str, str] = {}
     for kind, skip, explicit, env in (
@@ -782,13 +791,14 @@ def _run(opts, store: Path) -> int:
             continue
         paths = [store / "mlflow.db", store / "mlartifacts"] if kind == "mlflow" else [store / "trackio"]
         entry = manifest.get(kind)
-        if entry and entry.get("runs") == count and entry.get("version") == version and paths[0].exists():
+        if entry and entry.get("built_from") == print_of and entry.get("version") == version and paths[0].exists():
             say(f"{kind}: reusing its store ({count} runs, {kind} {version})")
         else:
             for stale in paths:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
             say(f"{kind} {version} ({python}): building {count} runs")
-            entry = {**run_worker(python, kind, ledger, store, opts.client_runs, opts.seed, env), "version": version}
+            entry = {**run_worker(python, kind, ledger, store, opts.client_runs, opts.seed, env), "version": version,
+                     "built_from": print_of}
             manifest[kind] = entry
             save()
         anchors[kind] = {**entry, "python": python, "cli": _command(Path(python), kind)}
