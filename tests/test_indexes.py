@@ -308,7 +308,7 @@ def many_names(db_url, monkeypatch):
 def _typos(name: str, late_only: bool) -> list[str]:
     """`name` with one edit (a letter changed, dropped, added, two swapped) at several places."""
     out = []
-    for at in (len(name) - 6, len(name) - 2) if late_only else range(0, len(name) - 1, 3):
+    for at in (len(name) - 3, len(name) - 2) if late_only else range(0, len(name) - 1, 3):
         letter = "x" if name[at] != "x" else "y"
         out += [name[:at] + letter + name[at + 1:], name[:at] + name[at + 1:], name[:at] + letter + name[at:],
                 name[:at] + name[at + 1] + name[at] + name[at + 2:]]
@@ -329,7 +329,7 @@ def _suggested(reader, name: str) -> list[str]:
 
 def test_suggestions_through_the_indexes_find_what_every_name_would(many_names):
     """A name with a typo gets its name first, as difflib among every name gives it (on
-    PostgreSQL, which has no trigram index, for typos near the end and in case);
+    PostgreSQL, which has no trigram index, for typos in the last letters and in case);
     where none is close, the names containing it, as before."""
     engine, names = many_names
     sqlite = engine.dialect.name == "sqlite"

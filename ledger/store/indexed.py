@@ -103,6 +103,7 @@ def driver(counts: Sequence[Optional[int]], limit: Optional[int]) -> Optional[in
 
 NAMES_INDEX = "run_names"  # migration 0005: FTS5 trigrams of the names alone (SQLite)
 NEAR = 20  # names taken on each side of a name, in each order
+PREFIX_CUTS = 6  # without the trigram index: the names after each of its prefixes this much shorter
 # A three-letter piece held by fewer names than RARE tells names apart; the names holding
 # the most such pieces of a name are its candidates: whole ranks of them (all names holding
 # as many), up to CANDIDATES, which `closest_names`' ranking then narrows.
@@ -152,6 +153,9 @@ class IndexedNames:
             out += self._column(sql, name=name, lower=name.lower(), k=NEAR)
         if self.trigram:
             out += self._sharing_rare_pieces(name)
+        else:  # no trigram index: at least the names that share all but its last letters
+            for cut in range(1, min(PREFIX_CUTS, len(name) // 2) + 1):
+                out += self._column(_NEAR_SQL[0], name=name[:-cut], k=NEAR)
         return out
 
     def _count(self, pieces: str, cap: int) -> int:
