@@ -257,3 +257,33 @@ def test_the_flat_export_imports_neither_pandas_nor_numpy(tmp_path, fmt):
                 if line.startswith("import time:")}
     assert "sqlite3" in imported  # imports were seen
     assert imported & {"pandas", "numpy"} == set()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "md"])
+def test_the_export_command_streams_to_stdout_or_a_file_the_same_bytes(tmp_path, fmt):
+    from conftest import SEED, cli
+
+    db = tmp_path / "cli.db"
+    assert cli("import", SEED, "--db", db).exit_code == 0
+    out = tmp_path / f"out.{fmt}"
+    printed = cli("export", "--format", fmt, "--db", db)
+    assert printed.exit_code == 0 and cli("export", "--format", fmt, "--db", db, "-o", out).exit_code == 0
+    assert out.read_bytes() == printed.stdout_bytes
+    assert not (tmp_path / f"out.{fmt}.tmp").exists()
+
+
+def test_an_export_that_fails_leaves_no_file(tmp_path, monkeypatch):
+    from conftest import SEED, cli
+    import ledger.store.export as export
+
+    db = tmp_path / "cli.db"
+    assert cli("import", SEED, "--db", db).exit_code == 0
+
+    def broken(source, fmt, out):
+        out.write("name,date\n")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "write_flat", broken)
+    result = cli("export", "--format", "csv", "--db", db, "-o", tmp_path / "runs.csv")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert list(tmp_path.glob("runs.csv*")) == []

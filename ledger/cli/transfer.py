@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -74,11 +74,25 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Write the ledger out: the Markdown log of the runs' results, or CSV/JSON of every run for pandas and scripts."""
-    from ledger.store.export import export_text, write_file
+    from ledger.store.export import EXPORT_FORMATS, export_to, write_export
 
-    text = export_text(db, fmt, include_failed=include_failed)
+    if fmt not in EXPORT_FORMATS:
+        raise LedgerError(f"unknown format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
     if output is not None:
-        write_file(output, text)
+        write_export(output, lambda fh: export_to(db, fmt, fh, include_failed=include_failed))
         return
-    sys.stdout.buffer.write(text.encode("utf-8")) if hasattr(sys.stdout, "buffer") else sys.stdout.write(text)
+    export_to(db, fmt, _Utf8(sys.stdout), include_failed=include_failed)
     sys.stdout.flush()
+
+
+class _Utf8:
+    """stdout as UTF-8 whatever the locale says, written a piece at a time."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if hasattr(self.stream, "buffer"):
+            self.stream.buffer.write(text.encode("utf-8"))
+        else:
+            self.stream.write(text)

@@ -49,16 +49,32 @@ def export_text(db: Optional[str], fmt: str, *, include_failed: bool = False) ->
         return export_flat(reader.source, fmt)
 
 
-def write_file(path: Path, text: str) -> None:
-    """Write `text` to `path` all at once: through a temporary file renamed into place."""
+def export_to(db: Optional[str], fmt: str, out: Any, *, include_failed: bool = False) -> None:
+    """Write the export (see `export_text`) to the text stream `out`. CSV and JSON go out a
+    chunk of runs at a time (`write_flat`), so memory does not grow with the runs."""
+    if fmt not in ("csv", "json"):
+        out.write(export_text(db, fmt, include_failed=include_failed))
+        return
+    from ledger.store.readers import reading
+
+    with reading(db) as reader:
+        write_flat(reader.source, fmt, out)
+
+
+def write_export(path: Path, write: Any) -> None:
+    """Call `write(fh)` on a temporary file next to `path`, renamed into place once it is
+    complete: a failed or interrupted export leaves no half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            write(fh)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise LedgerError(f"cannot write {path}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # Runs whose row in the Markdown log would read as a result they never produced (queued
