@@ -9,7 +9,6 @@ import difflib
 import importlib.util
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
