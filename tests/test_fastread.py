@@ -358,21 +358,22 @@ def reference_flat(session, fmt: str) -> str:
     query = (
         select(Run.name, Run.date, Run.model, Run.kind, parent.name, Run.status, Run.lb_miou, Run.val_miou,
                Run.lb_val_miou, Run.links, Run.notes, Run.args_raw, Run.args_status, Run.job_hash,
-               Run.created_at, Run.updated_at, Run.args)
+               Run.created_at, Run.updated_at, Run.section, Run.args, Run.scores)
         .outerjoin(parent, Run.parent_id == parent.id)
         .order_by(Run.position, Run.id)
     )
     records = []
     for row in session.execute(query):
-        record = dict(zip(FLAT_COLUMNS, row[:-1]))
+        record = dict(zip(FLAT_COLUMNS, row[:-2]))
         record["links"] = " ".join(record["links"] or [])
         for key in ("created_at", "updated_at"):
             record[key] = record[key].isoformat() if record[key] is not None else None
-        for key, value in (row[-1] or {}).items():
-            record[f"args.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
+        for column, values in (("args", row[-2]), ("scores", row[-1])):
+            for key, value in (values or {}).items():
+                record[f"{column}.{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
         records.append(record)
-    arg_columns = sorted({k for r in records for k in r if k.startswith("args.")})
-    frame = pd.DataFrame.from_records(records, columns=list(FLAT_COLUMNS) + arg_columns)
+    flattened = [sorted({k for r in records for k in r if k.startswith(f"{c}.")}) for c in ("args", "scores")]
+    frame = pd.DataFrame.from_records(records, columns=list(FLAT_COLUMNS) + flattened[0] + flattened[1])
     if fmt == "csv":
         return frame.to_csv(index=False, lineterminator="\n")
     return frame.to_json(orient="records", force_ascii=False, indent=2) + "\n"
