@@ -245,6 +245,20 @@ def _history_rows(entries: list[dict[str, Any]], metric: Optional[str] = None) -
 HISTORY_HEADER = ["Date", "Run", "LB mIoU", "Δ LB", "val mIoU", "Changed", "Attributable", "Notes"]
 
 
+def _print_json_list(items: Any) -> None:
+    """Print a JSON list as `print_json` would (indent 2), an item at a time."""
+    import json
+    import sys
+
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2, default=str)
+        write(("[\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
+        first = False
+    write("[]\n" if first else "\n]\n")
+
+
 def _history_header(metric: Optional[str]) -> list[str]:
     return HISTORY_HEADER if metric is None else ["Date", "Run", metric, f"Δ {metric}", *HISTORY_HEADER[4:]]
 
@@ -277,12 +291,23 @@ def history_cmd(
 
     out = output_format(fmt, as_json)
     engine = open_ledger(db, read_only=True)
+    if out == "json":
+        # An entry at a time: the same text as one json.dumps of the list, in memory that
+        # does not grow with the runs.
+        from ledger.analysis.history import iter_history
+
+        with transaction(engine, write=False) as session:
+            if metric not in (None, "lb_miou", "lb"):
+                from ledger.store.sql_reader import ArgumentProbe
+
+                probe = ArgumentProbe(session)
+                if not probe.has_score(metric):
+                    _check_metric(metric, [{"scores": dict.fromkeys(probe.score_keys())}])
+            _print_json_list(e.to_dict() for e in iter_history(session))
+        return
     with transaction(engine, write=False) as session:
         entries = [e.to_dict() for e in history(session)]
     metric = _check_metric(metric, entries)
-    if out == "json":
-        print_json(entries)
-        return
     rows = _history_rows(entries, metric)
     header = _history_header(metric)
     if out == "md":
