@@ -97,3 +97,21 @@ def test_models_match_migrated_schema(db_url):
         for table in Base.metadata.tables:
             assert migrated_columns(conn, table) == model_columns(table), table
     engine.dispose()
+
+
+def test_0006_fills_every_row_of_a_ledger_bigger_than_its_batch(tmp_path):
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    engine = make_engine(url)
+    upgrade(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (id, position, name, date, args_raw, args_status, links, kind, created_at, updated_at)"
+            " VALUES (:id, :id, :name, '2021.05.03', 'batch size=8', 'unparsed', '[]', 'logged',"
+            " '2021-05-03 00:00:00', '2021-05-03 00:00:00')"),
+            [{"id": i, "name": f"r{i}"} for i in range(1, 2502)])
+    engine.dispose()
+    engine = open_ledger(url)
+    with engine.connect() as conn:
+        filled = conn.execute(text("SELECT count(*) FROM runs WHERE date_iso = '2021-05-03' AND args_status = 'loose'"))
+        assert filled.scalar() == 2501
+    engine.dispose()

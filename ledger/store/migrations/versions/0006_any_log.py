@@ -62,8 +62,7 @@ def _fill(conn) -> None:
         }
         conn.execute(sa.text("UPDATE documents SET tables = :tables WHERE id = :id"),
                      {"tables": json.dumps([layout]), "id": document.id})
-    rows = conn.execute(sa.text("SELECT id, date, cells, args_raw, args_status FROM runs")).all()
-    for row in rows:
+    for row in _runs(conn):
         values: dict = {"id": row.id, "date_iso": parse_date(row.date)}
         sets = ["date_iso = :date_iso"]
         cells = _json(row.cells)
@@ -79,6 +78,18 @@ def _fill(conn) -> None:
                 values.update(args=json.dumps(parsed.values), args_status=parsed.status, args_error=parsed.error)
                 sets += ["args = :args", "args_status = :args_status", "args_error = :args_error"]
         conn.execute(sa.text(f"UPDATE runs SET {', '.join(sets)} WHERE id = :id"), values)
+
+
+def _runs(conn, batch: int = 1000):
+    """The runs a batch at a time, by id: a million-run ledger is not read into memory at once."""
+    query = sa.text("SELECT id, date, cells, args_raw, args_status FROM runs WHERE id > :last ORDER BY id LIMIT :n")
+    last = 0
+    while True:
+        rows = conn.execute(query, {"last": last, "n": batch}).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].id
 
 
 def _json(value):
