@@ -67,6 +67,23 @@ def test_markup_in_notes_prints_literally(tmp_path):
     assert "r1" in ledger("list").stdout
 
 
+def test_an_attempts_table_prints_markup_literally():
+    """An attempt's host and outcome come from the ledger: text, never markup."""
+    import io
+
+    from rich.console import Console
+
+    from ledger.cli.views import attempts_table
+
+    attempts = [{"n": 1, "started_at": "2026-12-01T10:00:00", "host": "[bold]gpu1", "pid": 7, "from_epoch": 0,
+                 "duration_s": 1.5, "outcome": "failed: [red]CUDA[/red] out of memory"},
+                {"n": 2, "host": "gpu2", "outcome": "finished"}]
+    console = Console(file=io.StringIO(), width=200, highlight=False)
+    console.print(attempts_table(attempts))
+    out = console.file.getvalue()
+    assert "failed: [red]CUDA[/red] out of memory" in out and "[bold]gpu1" in out
+
+
 def test_db_option_beats_environment(seeded_db, tmp_path):
     other = tmp_path / "other.db"
     assert ledger("import", SEED, "--db", other).exit_code == 0

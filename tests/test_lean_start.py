@@ -86,14 +86,27 @@ def _imported(args: list[str], db) -> set[str]:
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "ledger.cli" in names, proc.stderr[-2000:]
-    return {name.split(".")[0] for name in names}
+    return names
+
+
+def _packages(args: list[str], db) -> set[str]:
+    return {name.split(".")[0] for name in _imported(args, db)}
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "--limit", "3"], ["show", RUN],
                                   ["list", "--json", "--where", "lr=0.0001"], ["show", "DeepLabV3_cosinlr"]],
                          ids=" ".join)
 def test_the_fast_path_imports_neither_typer_nor_sqlalchemy(ledger_file, args):
-    imported = _imported(args, ledger_file)
+    imported = _packages(args, ledger_file)
     assert imported & {"typer", "click", "pydantic", "sqlalchemy", "alembic"} == set()
     if args[0].startswith("--"):
         assert imported & {"rich", "sqlite3", "json"} <= {"json"}  # help and version: nothing of the ledger's
+
+
+def test_a_plain_list_loads_only_what_it_draws(ledger_file):
+    """What only some runs or some options need stays out of `ledger list` (each costs
+    milliseconds on every call): the cell and argument readers (a filter's value, a shown
+    run's score kinds), difflib (an unknown name), socket (a running row's host) and
+    rich's emoji table (a string rendered as markup)."""
+    imported = _imported(["list", "--limit", "3"], ledger_file)
+    assert imported & {"ledger.core.args", "ledger.core.cells", "difflib", "socket", "rich._emoji_codes"} == set()

@@ -38,16 +38,16 @@ def runs_table(rows: Iterable[tuple[AnyRun, int]]) -> Table:
     scores = list(dict.fromkeys(metric for run, _ in rows for metric in run.scores or {}))[:LISTED_SCORES]
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     if len(sections) > 1:
-        table.add_column("Section", overflow="fold")
-    table.add_column("Date", no_wrap=True)
+        table.add_column(Text("Section"), overflow="fold")
+    table.add_column(Text("Date"), no_wrap=True)
     longest = max((len(run.name) + 2 * depth for run, depth in rows), default=3)
-    table.add_column("Run", overflow="fold", min_width=min(longest, 24) if scores or len(sections) > 1 else None)
-    table.add_column("Model", overflow="fold")
-    table.add_column("LB mIoU", justify="right", no_wrap=True)
-    table.add_column("val mIoU", justify="right", no_wrap=True)
+    table.add_column(Text("Run"), overflow="fold", min_width=min(longest, 24) if scores or len(sections) > 1 else None)
+    table.add_column(Text("Model"), overflow="fold")
+    table.add_column(Text("LB mIoU"), justify="right", no_wrap=True)
+    table.add_column(Text("val mIoU"), justify="right", no_wrap=True)
     for metric in scores:
         table.add_column(Text(metric), justify="right", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
+    table.add_column(Text("Status"), no_wrap=True)
     for run, depth in rows:
         name = Text("  " * (depth - 1) + "└ " if depth else "")
         name.append(run.name, style="cyan" if run.kind == "reproduction" else "")
@@ -128,15 +128,17 @@ def _job_facts(details: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def attempts_table(attempts: list[dict[str, Any]]) -> Table:
-    table = Table(title="Attempts", title_justify="left", show_edge=False, header_style="bold")
+    table = Table(title=Text("Attempts", style="table.title"), title_justify="left", show_edge=False,
+                  header_style="bold")
     for column in ("#", "started (UTC)", "host", "pid", "from epoch", "seconds", "outcome"):
-        table.add_column(column, justify="right" if column in ("#", "pid", "from epoch", "seconds") else "left")
+        table.add_column(Text(column), justify="right" if column in ("#", "pid", "from epoch", "seconds") else "left")
     for a in attempts:
         started = (a.get("started_at") or "")[:19].replace("T", " ")
         seconds = a.get("duration_s")
-        table.add_row(str(a.get("n", "")), started or "-", Text(str(a.get("host") or "-")), str(a.get("pid") or "-"),
-                      str(a.get("from_epoch") or "-"), f"{seconds:.1f}" if seconds is not None else "-",
-                      str(a.get("outcome") or "-"))
+        cells = [str(a.get("n", "")), started or "-", str(a.get("host") or "-"), str(a.get("pid") or "-"),
+                 str(a.get("from_epoch") or "-"), f"{seconds:.1f}" if seconds is not None else "-",
+                 str(a.get("outcome") or "-")]
+        table.add_row(*map(Text, cells))  # text from the ledger, never markup
     return table
 
 
@@ -169,15 +171,15 @@ def run_view(details: dict[str, Any]) -> Group:
         elif key == "duration_s":
             attempts = details.get("attempts") or []
             value = f"{value:.1f}" + (f" over {len(attempts)} attempts" if len(attempts) > 1 else "")
-        facts.add_row(label, Text(str(value)))
+        facts.add_row(Text(label), Text(str(value)))
     for label, value in _job_facts(details):
-        facts.add_row(label, Text(value))
+        facts.add_row(Text(label), Text(value))
     for link in details.get("links") or []:
-        facts.add_row("W&B", Text(link, style="link " + link if link.startswith("http") else ""))
+        facts.add_row(Text("W&B"), Text(link, style="link " + link if link.startswith("http") else ""))
     for child in details.get("children") or []:
-        facts.add_row("Reproduced by", Text(child))
+        facts.add_row(Text("Reproduced by"), Text(child))
     if details.get("tags"):
-        facts.add_row("Tags", Text(", ".join(details["tags"])))
+        facts.add_row(Text("Tags"), Text(", ".join(details["tags"])))
     kinds = details.get("score_kinds") or {}
     for metric, value in (details.get("scores") or {}).items():
         shown = "— (no number in the cell)" if value is None else f"{value:g}"
@@ -193,9 +195,10 @@ def run_view(details: dict[str, Any]) -> Group:
     if args:
         title = "Arguments (read from free text: keys and values as written)" \
             if details.get("args_status") == "loose" else "Arguments"
-        table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
-        table.add_column("key")
-        table.add_column("value", overflow="fold")
+        table = Table(title=Text(title, style="table.title"), title_justify="left", show_edge=False,
+                      header_style="bold")
+        table.add_column(Text("key"))
+        table.add_column(Text("value"), overflow="fold")
         for key in sorted(args):
             table.add_row(Text(key), Text(repr(args[key])))
         parts.append(table)
@@ -210,16 +213,16 @@ def run_view(details: dict[str, Any]) -> Group:
 
     series = details.get("metrics") or {}
     if series:
-        table = Table(title="Metrics (last value; best: the lowest loss, the highest score)", title_justify="left",
-                      show_edge=False, header_style="bold")
-        table.add_column("metric")
-        table.add_column("points", justify="right")
-        table.add_column("last", justify="right")
-        table.add_column("best", justify="right")
+        table = Table(title=Text("Metrics (last value; best: the lowest loss, the highest score)", style="table.title"),
+                      title_justify="left", show_edge=False, header_style="bold")
+        table.add_column(Text("metric"))
+        table.add_column(Text("points"), justify="right")
+        table.add_column(Text("last"), justify="right")
+        table.add_column(Text("best"), justify="right")
         for name, points in series.items():
             values = [p["value"] for p in points]
             best = min(values) if "loss" in name.lower() else max(values)
-            table.add_row(Text(name), str(len(values)), f"{values[-1]:.4f}", f"{best:.4f}")
+            table.add_row(Text(name), Text(str(len(values))), Text(f"{values[-1]:.4f}"), Text(f"{best:.4f}"))
         parts.append(table)
     return Group(*parts)
 
@@ -284,7 +287,7 @@ def job_table(run: str, resolved: ResolvedJob) -> Group:
     table = Table(title=Text(f"job for {run} (hash {resolved.job.hash()[:12]})"), title_justify="left",
                   show_edge=False, header_style="bold")
     table.add_column("field")
-    table.add_column("value", overflow="fold")
+    table.add_column(Text("value"), overflow="fold")
     table.add_column("source")
     table.add_column("from", overflow="fold")
     for field, value, source, detail in provenance_rows(resolved):

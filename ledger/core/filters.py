@@ -7,7 +7,6 @@ render the same `Predicate`s and `SortKey`s as SQL; only the SQL generation diff
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import operator
 import re
@@ -16,7 +15,6 @@ from datetime import datetime
 from itertools import repeat
 from typing import Any, Optional, Protocol, Sequence
 
-from ledger.core.args import parse_value
 from ledger.core.errors import LedgerError
 
 # Fields a filter or sort can name directly; anything else is a parsed argument.
@@ -73,6 +71,8 @@ def parse_where(expr: str) -> Condition:
             f"cannot read the filter {expr!r}: write KEY OP VALUE with OP one of {' '.join(OPERATORS)}"
             " (e.g. --where lr=0.0001 --where 'lb_miou>0.6')"
         )
+    from ledger.core.args import parse_value  # the argument reader loads only when a filter is given
+
     key, op, text = match.groups()
     op = "=" if op == "==" else op
     return Condition(key, op, text if op == "~" else parse_value(text))
@@ -300,6 +300,8 @@ _MAX_GRAMS = 100  # a pasted paragraph must not cost a pass per letter
 def closest_names(name: str, names: Sequence[str], n: int = 3) -> list[str]:
     """Up to `n` names like `name`: difflib's closest, else those containing it (any case)."""
     lowered_names = [candidate.lower() for candidate in names]
+    import difflib  # only an unknown name needs it
+
     close = difflib.get_close_matches(name, _sharing_most(name, names, lowered_names), n=n, cutoff=0.5)
     if not close:
         lowered = name.lower()
@@ -349,6 +351,8 @@ def suggest_run_names(name: str, source: NameSource, n: int = 3) -> list[str]:
         return closest_names(name, source.first_names(SUGGEST_FROM_ALL), n)
     pool = list(dict.fromkeys(source.names_near(name)))
     pool = _sharing_most(name, pool, [candidate.lower() for candidate in pool])
+    import difflib
+
     return difflib.get_close_matches(name, pool, n=n, cutoff=0.5) or source.names_containing(name, n)
 
 

@@ -12,7 +12,6 @@ own host name.
 from __future__ import annotations
 
 import os
-import socket
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -31,6 +30,8 @@ def stale_after_s() -> float:
 
 
 def this_host() -> str:
+    import socket  # only a running row asks: `ledger list` of a finished log never loads it
+
     return socket.gethostname()
 
 

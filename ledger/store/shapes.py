@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.core.cells import metric_kind, metric_name
 from ledger.store.liveness import shown_status, stale_reason
 
 
@@ -79,7 +78,7 @@ def run_details(run: Any) -> dict[str, Any]:
         source_row=run.source_row,
         name_derived=bool(run.name_derived),
         date_iso=run.date_iso,
-        score_kinds={metric: metric_kind(metric) for metric in run.scores or {}},
+        score_kinds=_score_kinds(run),
         extra_columns=_extra_columns(run),
         job=run.job,
         job_hash=run.job_hash,
@@ -101,9 +100,15 @@ def run_details(run: Any) -> dict[str, Any]:
     return details
 
 
+def _score_kinds(run: Any) -> dict[str, str]:
+    from ledger.core.cells import metric_kind  # the cell readers load only where a run is shown
+
+    return {metric: metric_kind(metric) for metric in run.scores or {}}
+
+
 def _extra_columns(run: Any) -> dict[str, str]:
     """The cells of the run's row in columns with no role (score columns are its scores)."""
-    from ledger.core.cells import header_role, is_score_header  # `ledger show` needs them, `ledger list` does not
+    from ledger.core.cells import header_role, is_score_header, metric_name  # `show` needs them, `list` does not
 
     scores = run.scores or {}
     return {h: v for h, v in (run.cells or {}).items()
