@@ -111,7 +111,7 @@ def iter_history(session: Session) -> Iterator[HistoryEntry]:
             scored = run
         view = views.of(run)
         entry.job_error = view.error
-        repeats = repeats_of(run) if hasattr(run, "children") else None  # (without children, it has none)
+        repeats = repeats_of(run) if type(run) is _WithChildren else None  # (without children, it has none)
         entry.repeats = repeats.to_dict() if repeats else None
         if run.kind == "logged":
             if previous is not None:
@@ -119,6 +119,10 @@ def iter_history(session: Session) -> Iterator[HistoryEntry]:
                 entry.repeats_delta = spread_check(previous_repeats, repeats)
             previous, previous_view, previous_repeats = run, view, repeats
         yield entry
+
+
+class _WithChildren(SimpleNamespace):
+    """A run read with the runs made from it (`children`); other runs are plain rows."""
 
 
 # Columns of a run history and `run_job` read.
@@ -144,12 +148,13 @@ def _nested(session: Session) -> Iterator[tuple[Any, int, Optional[str]]]:
         if row.id not in parents:
             return row
         found = connection.execute(children, {"parent": row.id}).all()
-        return SimpleNamespace(**row._mapping, children=[with_children(child) for child in found])
+        return _WithChildren(**row._mapping, children=[with_children(child) for child in found])
 
     def visit(run: Any, depth: int, parent: Optional[str]) -> Iterator[tuple[Any, int, Optional[str]]]:
         yield run, depth, parent
-        for child in getattr(run, "children", ()):
-            yield from visit(child, depth + 1, run.name)
+        if type(run) is _WithChildren:  # (asking a row for a column it lacks costs an exception)
+            for child in run.children:
+                yield from visit(child, depth + 1, run.name)
 
     # Roots: runs without a parent in the ledger.
     found = aliased(Run)

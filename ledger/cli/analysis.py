@@ -247,16 +247,27 @@ HISTORY_HEADER = ["Date", "Run", "LB mIoU", "Δ LB", "val mIoU", "Changed", "Att
 
 def _print_json_list(items: Any) -> None:
     """Print a JSON list as `print_json` would (indent 2), an item at a time."""
-    import json
     import sys
 
-    write = sys.stdout.write
+    from ledger.core.jsontext import write_list
+
+    write_list(items, sys.stdout.write)
+
+
+def _print_markdown_rows(header: list[str], items: Any, rows_of: Any, chunk: int = 1000) -> None:
+    """Print `_markdown_table(header, rows_of(items))` a chunk of items at a time."""
+    import sys
+    from itertools import islice
+
+    items = iter(items)
     first = True
-    for item in items:
-        text = json.dumps(item, ensure_ascii=False, indent=2, default=str)
-        write(("[\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
+    while True:
+        part = list(islice(items, chunk))
+        if not part and not first:
+            return
+        text = _markdown_table(header, rows_of(part))
+        sys.stdout.write(text if first else text.split("\n", 2)[2])  # the header once
         first = False
-    write("[]\n" if first else "\n]\n")
 
 
 def _history_header(metric: Optional[str]) -> list[str]:
@@ -291,9 +302,9 @@ def history_cmd(
 
     out = output_format(fmt, as_json)
     engine = open_ledger(db, read_only=True)
-    if out == "json":
-        # An entry at a time: the same text as one json.dumps of the list, in memory that
-        # does not grow with the runs.
+    if out in ("json", "md"):
+        # An entry at a time: the same text as the whole list at once, in memory that does
+        # not grow with the runs.
         from ledger.analysis.history import iter_history
 
         with transaction(engine, write=False) as session:
@@ -303,16 +314,19 @@ def history_cmd(
                 probe = ArgumentProbe(session)
                 if not probe.has_score(metric):
                     _check_metric(metric, [{"scores": dict.fromkeys(probe.score_keys())}])
-            _print_json_list(e.to_dict() for e in iter_history(session))
+            else:
+                metric = None
+            entries = (e.to_dict() for e in iter_history(session))
+            if out == "json":
+                _print_json_list(entries)
+            else:
+                _print_markdown_rows(_history_header(metric), entries, lambda part: _history_rows(part, metric))
         return
     with transaction(engine, write=False) as session:
         entries = [e.to_dict() for e in history(session)]
     metric = _check_metric(metric, entries)
     rows = _history_rows(entries, metric)
     header = _history_header(metric)
-    if out == "md":
-        typer.echo(_markdown_table(header, rows), nl=False)
-        return
     from rich.table import Table
     from rich.text import Text
 

@@ -13,7 +13,6 @@ did.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Optional
@@ -38,7 +37,10 @@ def console(stderr: bool = False):
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    """`data` as `json.dumps(data, ensure_ascii=False, indent=2, default=str)` writes it, and a newline."""
+    from ledger.core.jsontext import dumps
+
+    sys.stdout.write(dumps(data) + "\n")
 
 
 def list_runs(*, where: list[str], sort: Optional[str], limit: Optional[int], search: Optional[str],
