@@ -10,10 +10,9 @@ from __future__ import annotations
 import heapq
 import operator
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, NamedTuple, Optional, Protocol, Sequence
 
 from ledger.core.errors import LedgerError
 
@@ -42,8 +41,8 @@ _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\
 _SORT_ARG = re.compile(r"(args\.|scores\.)?[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class Condition:
+# Immutable records as NamedTuples: a frozen dataclass costs ~0.8 ms to define, on every call.
+class Condition(NamedTuple):
     key: str
     op: str
     value: Any
@@ -78,8 +77,7 @@ def parse_where(expr: str) -> Condition:
     return Condition(key, op, text if op == "~" else parse_value(text))
 
 
-@dataclass(frozen=True)
-class Predicate:
+class Predicate(NamedTuple):
     """A condition with the type rules applied; each read path renders it as SQL.
 
     Compares `column` (a runs column) or, when that is None, the parsed argument `arg_key`,
@@ -169,8 +167,7 @@ def _as_float(key: str, value: Any) -> float:
         raise LedgerError(f"{key}: {value} is too large to compare") from None
 
 
-@dataclass(frozen=True)
-class SortKey:
+class SortKey(NamedTuple):
     """What `--sort` orders by: a runs column, or a parsed argument read as a number."""
 
     column: Optional[str]
