@@ -102,6 +102,24 @@ def _encode(value: Any, newline: str, parts: list[str], default: Callable[[Any],
         seen.discard(marker)
 
 
+_PREFIXES: dict[tuple[Any, ...], list[str]] = {}  # (newline, *keys) -> each key's text and what comes before it
+
+
+def _prefixes(value: dict[Any, Any], inner: str) -> list[str]:
+    """`,` or `{`, the newline and indent, the key's text and `: `, for each key of `value`."""
+    cache_key = (inner, *value)
+    found = _PREFIXES.get(cache_key)
+    if found is None:
+        found = [("{" if i == 0 else ",") + inner + (encode_basestring(k) if type(k) is str else _key(k)) + ": "
+                 for i, k in enumerate(value)]
+        # Only keys that are all str are kept: 0, 0.0 and False are one dict key but three texts.
+        if all(type(k) is str for k in value):
+            if len(_PREFIXES) >= 1024:
+                _PREFIXES.clear()
+            _PREFIXES[cache_key] = found
+    return found
+
+
 def _container(value: Any, is_dict: bool, newline: str, parts: list[str], default: Callable[[Any], Any],
                seen: set[int]) -> None:
     if not value:
@@ -114,42 +132,28 @@ def _container(value: Any, is_dict: bool, newline: str, parts: list[str], defaul
     inner = newline + _INDENT
     append = parts.append
     if is_dict:
-        append("{")
-        separator = inner
-        for key, item in value.items():
-            append(separator)
-            separator = "," + inner
-            append(encode_basestring(key) if type(key) is str else _key(key))
-            append(": ")
-            kind = type(item)
-            if kind is str:
-                append(encode_basestring(item))
-            elif item is None:
-                append("null")
-            elif kind is float:
-                append(_float(item))
-            elif kind is int:
-                append(_INT_REPR(item))
-            else:
-                _encode(item, inner, parts, default, seen)
-        append(newline + "}")
+        pairs = zip(_prefixes(value, inner), value.values())
+        close = newline + "}"
     else:
-        append("[")
-        separator = inner
-        for item in value:
-            append(separator)
-            separator = "," + inner
-            kind = type(item)
-            if kind is str:
-                append(encode_basestring(item))
-            elif item is None:
-                append("null")
-            elif kind is float:
-                append(_float(item))
-            elif kind is int:
-                append(_INT_REPR(item))
-            else:
-                _encode(item, inner, parts, default, seen)
-        append(newline + "]")
+        separator = "," + inner
+        pairs = zip(["[" + inner, *[separator] * (len(value) - 1)], value)
+        close = newline + "]"
+    for prefix, item in pairs:
+        append(prefix)
+        kind = type(item)
+        if kind is str:
+            append(encode_basestring(item))
+        elif item is None:
+            append("null")
+        elif kind is float:
+            append(_float(item))
+        elif kind is int:
+            append(_INT_REPR(item))
+        elif item is True:
+            append("true")
+        elif item is False:
+            append("false")
+        else:
+            _encode(item, inner, parts, default, seen)
+    append(close)
     seen.discard(marker)
-
