@@ -104,6 +104,25 @@ def test_history_json_table_and_markdown(seeded_db):
     assert "5-fold 학습 \\| fold별 best checkpoint 앙상블" in kfold and "| 0.6412 | +0.0024 |" in kfold
 
 
+def test_a_long_history_is_drawn_a_part_at_a_time_in_aligned_columns(seeded_db, monkeypatch):
+    """Past HISTORY_TABLE_ROWS rows the table is drawn in parts with the first part's
+    columns: one header, every run, each row's column rules where the first row has them."""
+    from ledger.cli import analysis
+
+    whole = ledger("history", env={"COLUMNS": "200"}).stdout
+    monkeypatch.setattr(analysis, "HISTORY_TABLE_ROWS", 3)
+    parted = ledger("history", env={"COLUMNS": "200"}).stdout
+    names = [e["name"] for e in json.loads(ledger("history", "--json").stdout)]
+    assert parted.count("Attributable") == 1 and len(names) > 3
+    rows = [line for line in parted.splitlines() if "│" in line]
+    run_column = "".join(line.split("│")[1].strip() for line in rows)  # names fold over lines
+    assert all(name in run_column for name in names)
+    rules = {tuple(i for i, c in enumerate(line) if c == "│") for line in rows}
+    assert len(rules) == 1, parted
+    monkeypatch.setattr(analysis, "HISTORY_TABLE_ROWS", len(names) + 1)
+    assert ledger("history", env={"COLUMNS": "200"}).stdout == whole  # a short history: one table, as ever
+
+
 def test_check_exits_1_on_errors(seeded_db):
     result = ledger("check", "--json")
     assert result.exit_code == 1

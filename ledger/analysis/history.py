@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import Any, Iterator, Optional
 
@@ -51,10 +51,11 @@ class HistoryEntry:
     def to_dict(self) -> dict[str, Any]:
         # The fields as they are (what dataclasses.asdict gives, without its deep copy of
         # every value: a ledger's history is one entry per run).
-        return {name: getattr(self, name) for name in _ENTRY_FIELDS}
+        return dict(zip(_ENTRY_FIELDS, _entry_values(self)))
 
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
+_entry_values = attrgetter(*_ENTRY_FIELDS)
 
 
 def sweep_of(run: Run) -> Optional[dict[str, Any]]:
@@ -136,19 +137,33 @@ def _nested(session: Session) -> Iterator[tuple[Any, int, Optional[str]]]:
     """(run, depth, parent's name) in display order, as `ledger.store.shapes.nest_children`
     orders them: runs in ledger order, each followed by the runs made from it, nested.
 
-    Runs are read a batch at a time, and a run's children with one query where it has
-    any; such a run comes with them as `children` (for `repeats_of`).
+    Runs are read a batch at a time, with the runs made from that batch's runs (and from
+    those, and so on) in a query or a few; such a run comes with them as `children`
+    (for `repeats_of`). Memory holds a batch and its descendants, whatever the ledger's size.
     """
     connection = session.connection()
     parents = set(connection.scalars(select(Run.parent_id).where(Run.parent_id.is_not(None)).distinct()))
     columns = [getattr(Run, c) for c in _COLUMNS]
-    children = select(*columns).where(Run.parent_id == bindparam("parent")).order_by(Run.position, Run.id)
+    children = select(*columns).where(Run.parent_id.in_(bindparam("parents", expanding=True))) \
+        .order_by(Run.position, Run.id)
 
-    def with_children(row: Any) -> Any:
-        if row.id not in parents:
+    def descendants(rows: list[Any]) -> dict[int, list[Any]]:
+        """parent id -> its children, in ledger order, for `rows` and every run below them."""
+        found: dict[int, list[Any]] = {}
+        frontier = [row.id for row in rows if row.id in parents]
+        while frontier:
+            below = []
+            for start in range(0, len(frontier), _IN_LIST):
+                for child in connection.execute(children, {"parents": frontier[start:start + _IN_LIST]}):
+                    found.setdefault(child.parent_id, []).append(child)
+                    below.append(child)
+            frontier = [row.id for row in below if row.id in parents and row.id not in found]
+        return found
+
+    def with_children(row: Any, found: dict[int, list[Any]]) -> Any:
+        if row.id not in found:
             return row
-        found = connection.execute(children, {"parent": row.id}).all()
-        return _WithChildren(**row._mapping, children=[with_children(child) for child in found])
+        return _WithChildren(**row._mapping, children=[with_children(child, found) for child in found[row.id]])
 
     def visit(run: Any, depth: int, parent: Optional[str]) -> Iterator[tuple[Any, int, Optional[str]]]:
         yield run, depth, parent
@@ -160,8 +175,18 @@ def _nested(session: Session) -> Iterator[tuple[Any, int, Optional[str]]]:
     found = aliased(Run)
     roots = (select(*columns).outerjoin(found, Run.parent_id == found.id).where(found.id.is_(None))
              .order_by(Run.position, Run.id))
-    for row in connection.execute(roots.execution_options(yield_per=_BATCH)):
-        yield from visit(with_children(row), 0, None)
+    for part in connection.execute(roots.execution_options(yield_per=_BATCH)).partitions():
+        below = descendants(part)
+        for row in part:
+            run = with_children(row, below)
+            if type(run) is _WithChildren:
+                yield from visit(run, 0, None)
+            else:
+                yield run, 0, None
+
+
+# Ids bound in one IN list: well under SQLite's and PostgreSQL's limits on parameters.
+_IN_LIST = 500
 
 
 # The job fields compared between runs, in the job's order: those that define the experiment.

@@ -297,52 +297,80 @@ def history_cmd(
 ) -> None:
     """Each run against the logged run before it: what changed (arguments and resolved job),
     the LB score (or --metric) and its delta, and whether the delta can be attributed to one change."""
-    from ledger.analysis.history import history
+    from ledger.analysis.history import iter_history
     from ledger.store.db import open_ledger, transaction
 
     out = output_format(fmt, as_json)
     engine = open_ledger(db, read_only=True)
-    if out in ("json", "md"):
-        # An entry at a time: the same text as the whole list at once, in memory that does
-        # not grow with the runs.
-        from ledger.analysis.history import iter_history
-
-        with transaction(engine, write=False) as session:
-            if metric not in (None, "lb_miou", "lb"):
-                from ledger.store.sql_reader import ArgumentProbe
-
-                probe = ArgumentProbe(session)
-                if not probe.has_score(metric):
-                    _check_metric(metric, [{"scores": dict.fromkeys(probe.score_keys())}])
-            else:
-                metric = None
-            entries = (e.to_dict() for e in iter_history(session))
-            if out == "json":
-                _print_json_list(entries)
-            else:
-                _print_markdown_rows(_history_header(metric), entries, lambda part: _history_rows(part, metric))
-        return
+    # An entry at a time: the same text as the whole history at once, in memory that does
+    # not grow with the runs.
     with transaction(engine, write=False) as session:
-        entries = [e.to_dict() for e in history(session)]
-    metric = _check_metric(metric, entries)
-    rows = _history_rows(entries, metric)
-    header = _history_header(metric)
+        if metric not in (None, "lb_miou", "lb"):
+            from ledger.store.sql_reader import ArgumentProbe
+
+            probe = ArgumentProbe(session)
+            if not probe.has_score(metric):
+                _check_metric(metric, [{"scores": dict.fromkeys(probe.score_keys())}])
+        else:
+            metric = None
+        entries = (e.to_dict() for e in iter_history(session))
+        if out == "json":
+            _print_json_list(entries)
+        elif out == "md":
+            _print_markdown_rows(_history_header(metric), entries, lambda part: _history_rows(part, metric))
+        else:
+            _print_history_tables(entries, metric)
+
+
+# Rows of a history table drawn at a time: a longer history is drawn a part at a time, each
+# part with the columns the first part was given, so that the first rows show at once and
+# memory does not grow with the runs (rich measures every row of a table before drawing it).
+HISTORY_TABLE_ROWS = 1000
+
+
+def _content_widths(table: Any, out: Any) -> list[Optional[int]]:
+    """The width rich gives each column's cells in `table`, padding aside (rich's own
+    measure; where a rich lacks it, None: each part takes its own)."""
+    measure = getattr(table, "_calculate_column_widths", None)
+    padding = getattr(table, "_get_padding_width", None)
+    rules = getattr(table, "_extra_width", None)  # the column rules' width, as rich takes it off
+    if measure is None or padding is None or not isinstance(rules, int):
+        return [None] * len(table.columns)
+    options = out.options.update_width(out.options.max_width - rules)
+    return [width - padding(k) for k, width in enumerate(measure(out, options))]
+
+
+def _print_history_tables(entries: Any, metric: Optional[str]) -> None:
+    from itertools import islice
+
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for k, header in enumerate(header):
-        numeric = k in (2, 3)  # the score and its delta
-        table.add_column(Text(header), justify="right" if numeric else "left", no_wrap=k in (0, 2, 3),
-                         overflow="fold")
-    for entry, row in zip(entries, rows):
-        cells = [Text(c) for c in row]
-        if entry["confounded"]:
-            cells[6].stylize("yellow")
-        if entry["kind"] == "reproduction":
-            cells[1].stylize("cyan")
-        table.add_row(*cells)
-    console().print(table)
+    out = console()
+    header = _history_header(metric)
+    widths: Optional[list[Optional[int]]] = None
+    while True:
+        part = list(islice(entries, HISTORY_TABLE_ROWS))
+        if not part and widths is not None:
+            return
+        table = Table(show_edge=False, header_style="bold", pad_edge=False, show_header=widths is None)
+        for k, title in enumerate(header):
+            numeric = k in (2, 3)  # the score and its delta
+            table.add_column(Text(title), justify="right" if numeric else "left", no_wrap=k in (0, 2, 3),
+                             overflow="fold", width=widths[k] if widths else None)
+        for entry, row in zip(part, _history_rows(part, metric)):
+            cells = [Text(c) for c in row]
+            if entry["confounded"]:
+                cells[6].stylize("yellow")
+            if entry["kind"] == "reproduction":
+                cells[1].stylize("cyan")
+            table.add_row(*cells)
+        if widths is None:
+            if len(part) < HISTORY_TABLE_ROWS:
+                out.print(table)  # the whole history in one table
+                return
+            widths = _content_widths(table, out)
+        out.print(table)
 
 
 # ----------------------------------------------------------------------- check
