@@ -153,6 +153,8 @@ def _container(value: Any, is_dict: bool, newline: str, parts: list[str], defaul
             append("true")
         elif item is False:
             append("false")
+        elif kind is dict or kind is list:
+            _container(item, kind is dict, inner, parts, default, seen)
         else:
             _encode(item, inner, parts, default, seen)
     append(close)
