@@ -157,6 +157,33 @@ def test_list_matches_the_sqlalchemy_path(ledger_path, where, sort, limit):
     assert fast == slow
 
 
+@pytest.mark.parametrize("where,sort,limit", [q for q in QUERIES if q[2] is None])
+def test_runs_read_a_batch_at_a_time_are_the_runs_listed(ledger_path, where, sort, limit):
+    """`iter_runs` (what `list --json` streams) gives `list_runs`' runs, across batch boundaries."""
+    conn = connect(str(ledger_path))
+    try:
+        reader = SqliteReader(conn)
+        listed = [run_summary(run) for run in reader.list_runs(where=where, sort=sort)]
+        batches = list(reader.iter_runs(where=where, sort=sort, batch=3))
+        assert all(0 < len(batch) <= 3 for batch in batches)
+        assert [run_summary(run) for batch in batches for run in batch] == listed
+    finally:
+        conn.close()
+
+
+def test_list_json_prints_what_it_printed_before_it_streamed(ledger_path, capsys):
+    from ledger.cli import fast
+    from ledger.store.shapes import run_listing
+
+    for where, sort in ((["lr=0.0001"], None), ([], "-lb_miou"), ([], None)):
+        fast.list_runs(where=where, sort=sort, limit=None, search=None, as_json=True, db=str(ledger_path))
+        streamed = capsys.readouterr().out
+        with reading(str(ledger_path)) as reader:
+            whole = json.dumps(run_listing(reader, reader.list_runs(where=where, sort=sort)),
+                               ensure_ascii=False, indent=2, default=str) + "\n"
+        assert streamed == whole and json.loads(streamed)
+
+
 def test_the_queries_find_something(ledger_path):
     # Parity on empty answers proves little: most queries above must match some runs.
     counts = [len(_both(ledger_path, lambda r, q=q: r.list_runs(where=q[0], sort=q[1], limit=q[2]))[0])

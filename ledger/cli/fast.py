@@ -50,6 +50,13 @@ def list_runs(*, where: list[str], sort: Optional[str], limit: Optional[int], se
     from ledger.store.shapes import nest_children, run_listing
 
     with reading(db) as reader:
+        if as_json and limit is None and hasattr(reader, "iter_runs"):
+            # Every run that matches, a batch at a time: the same text, in memory that does not grow.
+            from ledger.core.jsontext import write_list
+
+            batches = reader.iter_runs(where=where, sort=sort, search=search)
+            write_list((item for batch in batches for item in run_listing(reader, batch)), sys.stdout.write)
+            return
         runs = reader.list_runs(where=where, sort=sort, limit=limit, search=search)
         if as_json:
             print_json(run_listing(reader, runs))

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections import namedtuple
 from datetime import datetime
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ledger.core.config import resolve_url, sqlite_path, sqlite_read_uri
 from ledger.core.filters import (
@@ -202,6 +202,43 @@ class SqliteReader:
                   search: Optional[str] = None) -> list[RunSummary]:
         """As `ledger.store.sql_reader.list_runs`: all filters hold; without --sort the newest N, oldest first."""
         check_limit(limit)
+        select, condition, order, params = self._listing(where, sort, limit, search)
+        decoders = [self.schema.decoder(c) for c in SUMMARY_COLUMNS]
+        if limit is None:
+            rows = self.conn.execute(f"{select}{condition} ORDER BY {order}", params).fetchall()
+        else:
+            # The ids first, then only their rows: sorting carries ids, not whole rows.
+            ids = [i for (i,) in self.conn.execute(
+                f"SELECT r.id FROM runs AS r{condition} ORDER BY {order} LIMIT ?", [*params, limit])]
+            found = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update((row[0], row) for row in self.conn.execute(
+                    f"{select} WHERE r.id IN ({', '.join('?' * len(chunk))})", chunk))
+            rows = [found[i] for i in ids]
+        runs = [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None) for row in rows]
+        if not sort and limit is not None:
+            runs.reverse()
+        return runs
+
+    def iter_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None, search: Optional[str] = None,
+                  batch: int = 1000) -> Iterator[list[RunSummary]]:
+        """`list_runs` without a limit, a batch of runs at a time: memory that does not grow
+        with the runs matched. The filters are checked before the first batch."""
+        select, condition, order, params = self._listing(where, sort, None, search)
+        decoders = [self.schema.decoder(c) for c in SUMMARY_COLUMNS]
+        cursor = self.conn.execute(f"{select}{condition} ORDER BY {order}", params)
+
+        def batches() -> Iterator[list[RunSummary]]:
+            while rows := cursor.fetchmany(batch):
+                yield [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None)
+                       for row in rows]
+
+        return batches()
+
+    def _listing(self, where: Iterable[str], sort: Optional[str], limit: Optional[int],
+                 search: Optional[str]) -> tuple[str, str, str, list[Any]]:
+        """The listing's SELECT, WHERE and ORDER BY, and their parameters."""
         probe = ArgumentProbe(self.conn)
         clauses, params = [], []
         text = search_text(search)
@@ -224,24 +261,8 @@ class SqliteReader:
         if driven:  # the filter's index gives the runs; sorting the few it gives beats an ordered scan
             order = ["+" + term for term in order]
         condition = " WHERE " + " AND ".join(clauses) if clauses else ""
-        decoders = [self.schema.decoder(c) for c in SUMMARY_COLUMNS]
         select = f"SELECT {', '.join('r.' + c for c in SUMMARY_COLUMNS)}, p.name {_FROM}"
-        if limit is None:
-            rows = self.conn.execute(f"{select}{condition} ORDER BY {', '.join(order)}", params).fetchall()
-        else:
-            # The ids first, then only their rows: sorting carries ids, not whole rows.
-            ids = [i for (i,) in self.conn.execute(
-                f"SELECT r.id FROM runs AS r{condition} ORDER BY {', '.join(order)} LIMIT ?", [*params, limit])]
-            found = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                found.update((row[0], row) for row in self.conn.execute(
-                    f"{select} WHERE r.id IN ({', '.join('?' * len(chunk))})", chunk))
-            rows = [found[i] for i in ids]
-        runs = [RunSummary(*decode_row(decoders, row), Ref(row[-1]) if row[-1] is not None else None) for row in rows]
-        if not sort and limit is not None:
-            runs.reverse()
-        return runs
+        return select, condition, ", ".join(order), params
 
     def _filters(self, preds: list[Predicate], limit: Optional[int]) -> tuple[list[tuple[str, list[Any]]], bool]:
         """Each filter as SQL, and whether one is read through its index: the most selective
