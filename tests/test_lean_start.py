@@ -110,3 +110,11 @@ def test_a_plain_list_loads_only_what_it_draws(ledger_file):
     rich's emoji table (a string rendered as markup)."""
     imported = _imported(["list", "--limit", "3"], ledger_file)
     assert imported & {"ledger.core.args", "ledger.core.cells", "difflib", "socket", "rich._emoji_codes"} == set()
+
+
+def test_show_loads_the_cell_readers_but_not_the_parsers(ledger_file):
+    """`show` names each score's kind and the row's other cells (ledger.core.cells), without
+    the argument parser or the Markdown document reader, which only an import needs."""
+    imported = _imported(["show", RUN], ledger_file)
+    assert "ledger.core.cells" in imported
+    assert imported & {"ledger.core.args", "ledger.core.markdown", "difflib", "socket"} == set()

@@ -64,7 +64,8 @@ def list_runs(*, where: list[str], sort: Optional[str], limit: Optional[int], se
         from ledger.cli.views import runs_table
 
         rows = nest_children(runs) if not sort else [(run, 0) for run in runs]
-        console().print(runs_table(rows))
+        out = console()
+        out.print(runs_table(rows, out.width))
 
 
 def show_run(*, run: str, as_json: bool, db: Optional[str]) -> None:

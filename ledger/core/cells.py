@@ -18,9 +18,8 @@ from datetime import date
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from ledger.core.args import parse_arguments, render_arguments
+from ledger.core.cellsyntax import escape_cell, unescape_cell
 from ledger.core.errors import LedgerError
-from ledger.core.markdown import escape_cell, unescape_cell
 
 _ALIASES = {
     "date": {"date", "day", "날짜", "일자"},
@@ -239,6 +238,8 @@ def fields_from_cells(cells: dict[str, str], headers: list[str], name_column: Op
     """The run fields a table row states. Cells are Markdown source, as in the file."""
     roles = roles_for(headers, name_column)
     by_role = {role: cells.get(h, "") for h, role in zip(headers, roles) if role and role != "score"}
+    from ledger.core.args import parse_arguments  # (loaded where rows are read: `show` never needs it)
+
     args_cell = by_role.get("args")
     parsed = parse_arguments(args_cell)
     notes = parse_notes(by_role.get("notes", ""))
@@ -309,6 +310,8 @@ def render_cell(role: Optional[str], run: Any, *, link_label: str = DEFAULT_LINK
     if role == "args":
         if run.args_raw is not None:
             return run.args_raw
+        from ledger.core.args import render_arguments
+
         return render_arguments(run.args) if run.args else NONE_CELL
     if role == "links":
         # Only a URL is written as a link: an offline W&B run's local folder means nothing in a team's log.

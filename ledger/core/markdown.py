@@ -37,6 +37,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from ledger.core.cellsyntax import escape_cell, unescape_cell  # noqa: F401  (this module's API too)
+
 __all__ = [
     "Document",
     "Log",
@@ -124,17 +126,6 @@ class Log:
 
 _UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 _PAD = " \t"
-
-
-def escape_cell(text: str) -> str:
-    """Plain text to cell source: ``|`` becomes ``\\|``, a line break becomes ``<br>``."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("|", "\\|").replace("\n", "<br>")
-
-
-def unescape_cell(cell: str) -> str:
-    """Cell source to plain text: ``\\|`` becomes ``|``; ``<br>`` is left as written."""
-    return cell.replace("\\|", "|")
 
 
 def split_row(line: str) -> list[str]:
