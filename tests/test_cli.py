@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+
+import pytest
 
 from conftest import SEED, cli
 
@@ -135,3 +138,31 @@ def test_list_filters_and_limit(seeded_db):
     assert [r["name"] for r in top] == ["Ensemble"]
     bad = ledger("list", "--where", "lr")
     assert bad.exit_code == 1 and "KEY OP VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize("width", [30, 60, 90, 120, 200])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_table_drawn_no_wrap_where_it_fits_is_the_same_table(seeded_db, width, terminal):
+    """`runs_table(rows, width)` only skips rich's wrapping where nothing would wrap: the
+    same text at every width, styles included, wide characters and a line break too."""
+    import io
+
+    from rich.console import Console
+
+    from ledger.cli.views import runs_table
+    from ledger.store.readers import reading
+    from ledger.store.shapes import nest_children
+
+    assert cli("set", "Ensemble", "--notes", "x").exit_code == 0
+    with sqlite3.connect(seeded_db) as conn:
+        conn.execute("UPDATE runs SET model = '모델' || char(10) || '둘', name = '한국어_실험_' || name "
+                     "WHERE name = 'Ensemble'")
+    with reading(None) as reader:
+        rows = nest_children(reader.list_runs())
+
+    def drawn(table):
+        console = Console(file=io.StringIO(), width=width, force_terminal=terminal, highlight=False, soft_wrap=False)
+        console.print(table)
+        return console.file.getvalue()
+
+    assert drawn(runs_table(rows, width)) == drawn(runs_table(rows))
