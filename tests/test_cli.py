@@ -142,7 +142,8 @@ def test_list_filters_and_limit(seeded_db):
 
 @pytest.mark.parametrize("width", [30, 60, 90, 120, 200])
 @pytest.mark.parametrize("terminal", [False, True])
-def test_a_table_drawn_no_wrap_where_it_fits_is_the_same_table(seeded_db, width, terminal):
+@pytest.mark.parametrize("model", ["모델", "모델\n둘"])
+def test_a_table_drawn_no_wrap_where_it_fits_is_the_same_table(seeded_db, width, terminal, model):
     """`runs_table(rows, width)` only skips rich's wrapping where nothing would wrap: the
     same text at every width, styles included, wide characters and a line break too."""
     import io
@@ -153,12 +154,12 @@ def test_a_table_drawn_no_wrap_where_it_fits_is_the_same_table(seeded_db, width,
     from ledger.store.readers import reading
     from ledger.store.shapes import nest_children
 
-    assert cli("set", "Ensemble", "--notes", "x").exit_code == 0
     with sqlite3.connect(seeded_db) as conn:
-        conn.execute("UPDATE runs SET model = '모델' || char(10) || '둘', name = '한국어_실험_' || name "
-                     "WHERE name = 'Ensemble'")
+        conn.execute("UPDATE runs SET model = ?, name = '한국어_실험_' || name WHERE name = 'Ensemble'", (model,))
     with reading(None) as reader:
         rows = nest_children(reader.list_runs())
+    unwrapped = all(column.no_wrap for column in runs_table(rows, width).columns)
+    assert unwrapped == (width >= 120 and "\n" not in model)  # the cases skipped, and the ones not
 
     def drawn(table):
         console = Console(file=io.StringIO(), width=width, force_terminal=terminal, highlight=False, soft_wrap=False)
