@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SEED
-from ledger.cli import fast
+from ledger.cli import fast, helptext
 from ledger.cli._help import TOP_HELP
 
 RUN = "DeepLabV3_cosinelr_tmax_10_backbone_ns"
 
 
 def test_the_stored_help_is_what_typer_renders():
-    assert TOP_HELP == fast.render_top_help(), "the commands' help changed: run `python -m ledger.cli.fast`"
+    assert TOP_HELP == helptext.render_top_help(), "the commands' help changed: run `python -m ledger.cli.helptext`"
 
 
 @pytest.fixture

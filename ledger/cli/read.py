@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ledger.cli import fast
+from ledger.cli.fast import list_runs, show_run
 from ledger.cli.common import DbOption, JsonOption, app, user_errors
 
 
@@ -28,7 +28,7 @@ def list_cmd(
     db: DbOption = None,
 ) -> None:
     """List the runs, oldest first, with reproductions under the run they reproduce."""
-    fast.list_runs(where=where or [], sort=sort, limit=limit, search=search, as_json=as_json, db=db)
+    list_runs(where=where or [], sort=sort, limit=limit, search=search, as_json=as_json, db=db)
 
 
 @app.command("show")
@@ -39,4 +39,4 @@ def show_cmd(
     db: DbOption = None,
 ) -> None:
     """Everything about one run: arguments, notes verbatim, links, scores, job and metrics."""
-    fast.show_run(run=run, as_json=as_json, db=db)
+    show_run(run=run, as_json=as_json, db=db)
