@@ -159,16 +159,18 @@ def test_list_matches_the_sqlalchemy_path(ledger_path, where, sort, limit):
 
 @pytest.mark.parametrize("where,sort,limit", [q for q in QUERIES if q[2] is None])
 def test_runs_read_a_batch_at_a_time_are_the_runs_listed(ledger_path, where, sort, limit):
-    """`iter_runs` (what `list --json` streams) gives `list_runs`' runs, across batch boundaries."""
-    conn = connect(str(ledger_path))
-    try:
-        reader = SqliteReader(conn)
+    """`iter_runs` (what `list --json` streams) gives `list_runs`' runs, across batch
+    boundaries, on both read paths."""
+    def batched(reader):
         listed = [run_summary(run) for run in reader.list_runs(where=where, sort=sort)]
-        batches = list(reader.iter_runs(where=where, sort=sort, batch=3))
+        batches = [[run_summary(run) for run in batch] for batch in reader.iter_runs(where=where, sort=sort, batch=3)]
         assert all(0 < len(batch) <= 3 for batch in batches)
-        assert [run_summary(run) for batch in batches for run in batch] == listed
-    finally:
-        conn.close()
+        assert [run for batch in batches for run in batch] == listed
+        return batches
+
+    fast, slow = _both(ledger_path, batched)
+    assert not isinstance(fast, str), fast
+    assert fast == slow
 
 
 def test_list_json_prints_what_it_printed_before_it_streamed(ledger_path, capsys):

@@ -50,8 +50,9 @@ def list_runs(*, where: list[str], sort: Optional[str], limit: Optional[int], se
     from ledger.store.shapes import nest_children, run_listing
 
     with reading(db) as reader:
-        if as_json and limit is None and hasattr(reader, "iter_runs"):
-            # Every run that matches, a batch at a time: the same text, in memory that does not grow.
+        if as_json and limit is None:
+            # Every run that matches, a batch at a time: the same text, in memory that does not
+            # grow with the matches on SQLite's read path.
             from ledger.core.jsontext import write_list
 
             batches = reader.iter_runs(where=where, sort=sort, search=search)

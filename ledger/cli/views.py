@@ -309,10 +309,10 @@ def job_table(run: str, resolved: ResolvedJob) -> Group:
 
     table = Table(title=Text(f"job for {run} (hash {resolved.job.hash()[:12]})"), title_justify="left",
                   show_edge=False, header_style="bold")
-    table.add_column("field")
+    table.add_column(Text("field"))
     table.add_column(Text("value"), overflow="fold")
-    table.add_column("source")
-    table.add_column("from", overflow="fold")
+    table.add_column(Text("source"))
+    table.add_column(Text("from"), overflow="fold")
     for field, value, source, detail in provenance_rows(resolved):
         table.add_row(Text(field), Text(repr(value)), Text(source, style=_SOURCE_STYLE.get(source, "")), Text(detail))
     parts = [table]

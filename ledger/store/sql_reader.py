@@ -7,7 +7,7 @@ expressions, so the same commands work on PostgreSQL and on files that need a mi
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from sqlalchemy import ColumnElement, Select, String, cast, func, literal, select, text
 from sqlalchemy import column as text_column
@@ -262,6 +262,13 @@ class SessionReader:
     def list_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None,
                   limit: Optional[int] = None, search: Optional[str] = None) -> list[Run]:
         return list_runs(self.session, where=where, sort=sort, limit=limit, search=search)
+
+    def iter_runs(self, *, where: Iterable[str] = (), sort: Optional[str] = None, search: Optional[str] = None,
+                  batch: int = 1000) -> Iterator[list[Run]]:
+        """`list_runs` without a limit, in batches, as `SqliteReader.iter_runs` gives them (this
+        path reads them all first: the ORM loads a run's relations with it)."""
+        runs = self.list_runs(where=where, sort=sort, search=search)
+        return iter([runs[start:start + batch] for start in range(0, len(runs), batch)])
 
     def get_run(self, name: str) -> Run:
         return get_run(self.session, name)
